@@ -1,0 +1,14 @@
+//! kiln-frontend: Dockerfile text in, build graph + image config out. Pure: no I/O; base
+//! image configs come through [`resolver::ImageMetaResolver`].
+
+pub mod dockerignore;
+pub mod image;
+pub mod instructions;
+pub mod lower;
+pub mod parser;
+pub mod resolver;
+pub mod shell;
+
+pub use image::ImageConfig;
+pub use lower::{lower, BuildPlan, BuildRequest, FrontendError};
+pub use resolver::{ImageMetaResolver, ResolvedImage};

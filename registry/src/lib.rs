@@ -1,0 +1,1 @@
+//! kiln-registry: references, auth and the registry client.
