@@ -343,3 +343,8 @@ impl Node {
 
 #[cfg(test)]
 mod tests;
+
+/// Recognises one word as a heredoc start (`<<EOF`, `<<-"EOF"`, `3<<EOF`).
+pub fn parse_heredoc_word(word: &str) -> Option<Heredoc> {
+    heredoc::parse_heredoc(word)
+}
