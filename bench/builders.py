@@ -1,0 +1,146 @@
+"""The builders the benchmark compares: kiln, docker (dockerd 20.10 + BuildKit) and buildah.
+
+Each builder has its own scratch state under the benchmark's work directory and builds with
+`build(ctx, tag, no_cache)`; the caller times it. Every builder pulls the base image from the
+plain-HTTP test registry on localhost:5000 and writes the result to its own image store.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+
+class BuildError(Exception):
+    pass
+
+
+def run_logged(argv, log, env=None, timeout=1800):
+    """Runs argv with output appended to `log`; raises BuildError with the log's tail."""
+    with open(log, "ab") as out:
+        out.write(("\n$ %s\n" % " ".join(argv)).encode())
+        out.flush()
+        rc = subprocess.call(argv, stdout=out, stderr=subprocess.STDOUT, env=env, timeout=timeout)
+    if rc != 0:
+        with open(log, "rb") as f:
+            tail = f.read()[-1500:].decode("utf-8", "replace")
+        raise BuildError("%s exited %d; log %s:\n%s" % (argv[0], rc, log, tail))
+
+
+class Kiln:
+    name = "kiln"
+
+    def __init__(self, binary, work, base):
+        self.binary = binary
+        self.root = os.path.join(work, "kiln-root")
+        self.state = os.path.join(work, "kiln-state")
+        self.base = base
+        self.log = os.path.join(work, "kiln.log")
+        self.peak_rss_kb = 0
+
+    def start(self):
+        os.makedirs(self.root, exist_ok=True)
+
+    def build(self, ctx, tag, no_cache):
+        # /usr/bin/time -v reports the peak RSS of kiln itself (children are runc and the
+        # containers, which a daemon-based builder would not count either).
+        rss_file = os.path.join(os.path.dirname(self.log), "kiln.rss")
+        argv = ["/usr/bin/time", "-f", "%M", "-o", rss_file, self.binary, "--root", self.root,
+                "--state", self.state, "build", "--progress", "plain",
+                "--build-arg", "BASE=" + self.base, "-t", tag]
+        if no_cache:
+            argv.append("--no-cache")
+        run_logged(argv + [ctx], self.log)
+        try:
+            with open(rss_file) as f:
+                self.peak_rss_kb = max(self.peak_rss_kb, int(f.read().split()[-1]))
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def stop(self):
+        pass
+
+
+class Docker:
+    """A private dockerd (own data root, exec root and socket), configured as MACHINE.md says:
+    no bridge, no iptables; builds therefore use --network=host."""
+    name = "docker"
+
+    def __init__(self, work, base):
+        self.dir = os.path.join(work, "docker")
+        self.sock = os.path.join(self.dir, "docker.sock")
+        self.base = base
+        self.log = os.path.join(work, "docker.log")
+        self.proc = None
+        self.env = dict(os.environ, DOCKER_BUILDKIT="1", DOCKER_HOST="unix://" + self.sock)
+
+    @staticmethod
+    def available():
+        return shutil.which("dockerd") is not None and os.path.exists("/usr/bin/docker")
+
+    def start(self):
+        os.makedirs(self.dir, exist_ok=True)
+        cfg = os.path.join(self.dir, "daemon.json")
+        with open(cfg, "w") as f:
+            json.dump({"bridge": "none", "iptables": False, "insecure-registries": ["localhost:5000"],
+                       "storage-driver": "overlay2"}, f)
+        argv = ["dockerd", "--config-file", cfg, "--data-root", os.path.join(self.dir, "data"),
+                "--exec-root", "/run/kiln-bench-docker", "--pidfile", os.path.join(self.dir, "dockerd.pid"),
+                "-H", "unix://" + self.sock]
+        self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        for _ in range(150):
+            if self.proc.poll() is not None:
+                raise BuildError("dockerd exited at start-up; log %s" % self.log)
+            if subprocess.call(["/usr/bin/docker", "info"], env=self.env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL) == 0:
+                break
+            time.sleep(0.2)
+        else:
+            raise BuildError("dockerd did not answer within 30s; log %s" % self.log)
+        # Have the base image local before timing anything, as kiln and buildah do after run 1.
+        run_logged(["/usr/bin/docker", "pull", "-q", self.base], self.log, env=self.env)
+
+    def build(self, ctx, tag, no_cache):
+        argv = ["/usr/bin/docker", "build", "--network=host", "--progress=plain",
+                "--build-arg", "BASE=" + self.base, "-t", tag]
+        if no_cache:
+            argv.append("--no-cache")
+        run_logged(argv + [ctx], self.log, env=self.env)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Buildah:
+    name = "buildah"
+
+    def __init__(self, work, base):
+        self.root = os.path.join(work, "buildah-root")
+        self.runroot = os.path.join(work, "buildah-run")
+        self.base = base
+        self.log = os.path.join(work, "buildah.log")
+
+    @staticmethod
+    def available():
+        return shutil.which("buildah") is not None
+
+    def start(self):
+        os.makedirs(self.root, exist_ok=True)
+
+    def build(self, ctx, tag, no_cache):
+        argv = ["buildah", "--root", self.root, "--runroot", self.runroot, "--storage-driver", "overlay",
+                "bud", "--isolation=oci", "--network=host", "--layers", "--tls-verify=false",
+                "--build-arg", "BASE=" + self.base, "-t", tag]
+        if no_cache:
+            argv.append("--no-cache")
+        run_logged(argv + [ctx], self.log)
+
+    def stop(self):
+        pass
