@@ -1,1 +1,3 @@
 //! worker
+pub mod exec;
+pub mod snapshot;

@@ -1,0 +1,1 @@
+//! Executor: runs processes in a rootfs under an OCI runtime (runc / crun).

@@ -1,0 +1,70 @@
+//! Snapshots: writable layers stacked on committed ones, the filesystems `RUN` steps work in.
+//! The default implementation is [`OverlaySnapshotter`] (overlayfs directories + SQLite).
+
+mod error;
+mod meta;
+mod mount;
+mod overlay;
+pub mod owner;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+
+pub use error::SnapshotError;
+pub use mount::{mount_bind, mount_overlay, mounts_under, overlay_options, unmount, MountGuard};
+pub use overlay::OverlaySnapshotter;
+
+pub type SnapshotId = i64;
+
+/// A writable snapshot, not yet committed. Dropping it without [`Snapshotter::commit`] or
+/// [`Snapshotter::abort`] leaks it until `cleanup_stale` runs after this process is gone.
+#[derive(Debug)]
+pub struct Active {
+    id: SnapshotId,
+    parent: Option<SnapshotId>,
+}
+
+impl Active {
+    pub fn id(&self) -> SnapshotId {
+        self.id
+    }
+
+    pub fn parent(&self) -> Option<SnapshotId> {
+        self.parent
+    }
+}
+
+pub trait Snapshotter: Send + Sync {
+    /// A new writable snapshot on top of a committed `parent` (None = empty).
+    fn prepare(&self, parent: Option<SnapshotId>) -> Result<Active, SnapshotError>;
+    /// Mounts `active` read-write at `target` (overlay of the parent chain + its upper dir;
+    /// a plain bind mount of the upper dir when there is no parent).
+    fn mount(&self, active: &Active, target: &Path) -> Result<MountGuard, SnapshotError>;
+    /// Mounts a committed snapshot read-only at `target` (bind of the single fs dir if it has
+    /// no parent, else overlay with only lowerdirs).
+    fn mount_readonly(&self, id: SnapshotId, target: &Path) -> Result<MountGuard, SnapshotError>;
+    /// The upper dir of an active or committed snapshot (the diff against its parent).
+    fn upper_dir(&self, id: SnapshotId) -> PathBuf;
+    /// Makes `active` immutable. With `name` (e.g. a layer chain ID "sha256:…") the snapshot
+    /// can later be found with `get_by_name`; if a snapshot with that name already exists
+    /// (another build won the race), `active` is discarded and the existing id returned.
+    fn commit(&self, active: Active, name: Option<&str>) -> Result<SnapshotId, SnapshotError>;
+    fn get_by_name(&self, name: &str) -> Result<Option<SnapshotId>, SnapshotError>;
+    /// True for a committed or active snapshot.
+    fn exists(&self, id: SnapshotId) -> Result<bool, SnapshotError>;
+    fn parent(&self, id: SnapshotId) -> Result<Option<SnapshotId>, SnapshotError>;
+    /// Bottom-most first, ending with `id`.
+    fn chain(&self, id: SnapshotId) -> Result<Vec<SnapshotId>, SnapshotError>;
+    /// Drops an active snapshot (its dirs are removed).
+    fn abort(&self, active: Active) -> Result<(), SnapshotError>;
+    /// Removes a committed snapshot; refused while other snapshots are built on it.
+    fn remove(&self, id: SnapshotId) -> Result<(), SnapshotError>;
+    /// Memoised layer of a committed snapshot (its diff against its parent), so a layer is
+    /// computed once per snapshot: store/lookup as an opaque JSON string.
+    fn set_layer_info(&self, id: SnapshotId, info_json: &str) -> Result<(), SnapshotError>;
+    fn layer_info(&self, id: SnapshotId) -> Result<Option<String>, SnapshotError>;
+    /// At start: removes active snapshots whose owning process is gone and unmounts leftover
+    /// mounts under the runtime dir (crash cleanup after kill -9).
+    fn cleanup_stale(&self) -> Result<(), SnapshotError>;
+}
