@@ -136,7 +136,7 @@ class Buildah:
 
     def build(self, ctx, tag, no_cache):
         argv = ["buildah", "--root", self.root, "--runroot", self.runroot, "--storage-driver", "overlay",
-                "bud", "--isolation=oci", "--network=host", "--layers", "--tls-verify=false",
+                "bud", "--isolation=oci", "--network=host", "--layers", "--jobs=0", "--tls-verify=false",
                 "--build-arg", "BASE=" + self.base, "-t", tag]
         if no_cache:
             argv.append("--no-cache")
