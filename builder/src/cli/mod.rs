@@ -1,2 +1,128 @@
-//! Command line.
-pub fn main() {}
+//! The `kiln` command line: clap commands and the progress renderers.
+
+mod build;
+mod images;
+mod progress;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+use crate::engine::{Engine, EngineOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about = "Build OCI images from Dockerfiles", propagate_version = true)]
+pub struct Cli {
+    /// Persistent state: content, snapshots, metadata, cache.
+    #[arg(long, global = true, env = "KILN_ROOT", default_value = "/var/lib/kiln")]
+    pub root: PathBuf,
+    /// Runtime state: mounts, container state.
+    #[arg(long, global = true, env = "KILN_STATE", default_value = "/run/kiln")]
+    pub state: PathBuf,
+    /// OCI runtime to run RUN steps with (runc or crun, a name or a path).
+    #[arg(long, global = true, env = "KILN_RUNTIME", default_value = "runc")]
+    pub runtime: String,
+    /// Registry host[:port] to reach over plain HTTP (localhost and 127.0.0.1 always are).
+    #[arg(long = "insecure-registry", global = true)]
+    pub insecure_registries: Vec<String>,
+    /// Verbose logs.
+    #[arg(long, short = 'D', global = true)]
+    pub debug: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build an image from a Dockerfile.
+    Build(build::BuildArgs),
+    /// List images.
+    #[command(alias = "ls")]
+    Images(images::ImagesArgs),
+    /// Give an image another name.
+    Tag { source: String, target: String },
+    /// Remove image names.
+    #[command(alias = "rm")]
+    Rmi {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Write images to an archive (OCI layout + docker manifest.json).
+    Save {
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Load images from an OCI or docker archive.
+    Load {
+        #[arg(short = 'i', long = "input")]
+        input: PathBuf,
+    },
+    /// Make an image from a root filesystem tarball (like `docker import`).
+    Import { tarball: PathBuf, name: String },
+    /// Show an image's manifest and config.
+    Inspect { name: String },
+    /// Show an image's history.
+    History {
+        name: String,
+        /// Don't truncate the CREATED BY column.
+        #[arg(long)]
+        no_trunc: bool,
+    },
+}
+
+pub fn main() {
+    let cli = Cli::parse();
+    let filter = if cli.debug { "debug" } else { "warn" };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| filter.into()))
+        .with_writer(std::io::stderr)
+        .without_time()
+        .init();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ERROR: starting the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(run(cli));
+    rt.shutdown_timeout(std::time::Duration::from_secs(5));
+    std::process::exit(code);
+}
+
+async fn run(cli: Cli) -> i32 {
+    let opts = EngineOptions {
+        root: cli.root.clone(),
+        state: cli.state.clone(),
+        runtime: cli.runtime.clone(),
+        insecure_registries: cli.insecure_registries.clone(),
+    };
+    let engine = match Engine::open(opts) {
+        Ok(e) => Arc::new(e),
+        Err(e) => {
+            eprintln!("ERROR: {e}");
+            return 1;
+        }
+    };
+    let res = match cli.command {
+        Command::Build(args) => build::run(engine, args).await,
+        Command::Images(args) => images::list(&engine, args),
+        Command::Tag { source, target } => images::tag(&engine, &source, &target),
+        Command::Rmi { names } => images::rmi(&engine, &names),
+        Command::Save { output, names } => images::save(&engine, &output, &names).await,
+        Command::Load { input } => images::load(&engine, &input).await,
+        Command::Import { tarball, name } => images::import(&engine, &tarball, &name).await,
+        Command::Inspect { name } => images::inspect(&engine, &name),
+        Command::History { name, no_trunc } => images::history(&engine, &name, no_trunc),
+    };
+    match res {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("ERROR: {e:#}");
+            1
+        }
+    }
+}

@@ -1,3 +1,4 @@
-//! store
+//! Stores: content (blobs by digest) and images (names → manifests).
 
 pub mod content;
+pub mod images;

@@ -1,0 +1,125 @@
+//! `kiln build`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Result};
+use clap::Args;
+use kiln_solver::engine::Progress;
+
+use super::progress::{render_source_excerpt, Renderer};
+use crate::engine::{BuildOptions, Engine, OutputSpec};
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Name (and optionally tag) of the image; repeatable.
+    #[arg(short = 't', long = "tag")]
+    pub tags: Vec<String>,
+    /// Dockerfile (default: CONTEXT/Dockerfile).
+    #[arg(short = 'f', long = "file")]
+    pub file: Option<PathBuf>,
+    /// Build-time variable KEY=VALUE (KEY alone takes it from the environment).
+    #[arg(long = "build-arg")]
+    pub build_args: Vec<String>,
+    /// Build this stage.
+    #[arg(long)]
+    pub target: Option<String>,
+    /// Do not use the cache.
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Progress output: auto, plain, tty, or quiet.
+    #[arg(long, default_value = "auto")]
+    pub progress: String,
+    /// Output destination: type=image|oci|docker|local|tar[,dest=PATH][,name=NAME]; repeatable.
+    #[arg(short = 'o', long = "output")]
+    pub outputs: Vec<String>,
+    /// Print only the image digest.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Build context directory.
+    pub context: PathBuf,
+}
+
+fn parse_build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in raw {
+        match a.split_once('=') {
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                // As docker: `--build-arg NAME` takes the value from the environment, if set.
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
+    if !args.context.is_dir() {
+        bail!("build context {:?} is not a directory", args.context);
+    }
+    let mode = match args.progress.as_str() {
+        "auto" => {
+            if std::io::stderr().is_terminal() {
+                "tty"
+            } else {
+                "plain"
+            }
+        }
+        m @ ("plain" | "tty" | "quiet") => m,
+        other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
+    };
+    let mode = if args.quiet { "quiet" } else { mode };
+    let outputs = args.outputs.iter().map(|o| OutputSpec::parse(o, &args.tags)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
+    let opts = BuildOptions {
+        context: args.context.clone(),
+        dockerfile: args.file.clone(),
+        tags: args.tags.clone(),
+        build_args: parse_build_args(&args.build_args)?,
+        target: args.target.clone(),
+        no_cache: args.no_cache,
+        outputs,
+    };
+
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let renderer = tokio::spawn(Renderer::new(mode == "tty", mode == "quiet").run(rx));
+    let started = std::time::Instant::now();
+    let result = tokio::select! {
+        r = engine.build(opts, Progress::new(tx)) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    // The sender is gone with the build future: the renderer drains and ends.
+    let _ = renderer.await;
+    let Some(result) = result else {
+        bail!("build cancelled");
+    };
+    match result {
+        Ok(outcome) => {
+            if let Some(img) = &outcome.image {
+                if args.quiet {
+                    println!("{}", img.manifest.digest);
+                } else {
+                    eprintln!("writing image {} done ({:.1}s)", img.manifest.digest, started.elapsed().as_secs_f64());
+                    for n in &outcome.names {
+                        eprintln!("naming to {n} done");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Err(crate::engine::build::BuildError::Solve { error, dockerfile, filename }) => {
+            if let Some(lines) = error.meta.lines {
+                eprintln!("------\n > {}:\n------", error.meta.description);
+                eprint!("{}", render_source_excerpt(&filename, &dockerfile, lines));
+            }
+            Err(anyhow!("failed to solve: {error}"))
+        }
+        Err(e) => Err(anyhow!(e)),
+    }
+}

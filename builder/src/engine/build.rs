@@ -1,0 +1,228 @@
+//! One build: Dockerfile → frontend → solve → exports.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_frontend::{BuildRequest, FrontendError};
+use kiln_solver::engine::{Progress, SolveError, SolveOptions};
+use kiln_solver::llb::Platform;
+
+use super::resolver::EngineResolver;
+use super::Engine;
+use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
+use crate::export::image::{build_image, BuiltImage};
+use crate::worker::ops::WorkRef;
+use crate::worker::snapshot::Snapshotter;
+
+/// Where a build's result goes (buildx's `--output` forms).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutputSpec {
+    /// The local image store, under these names.
+    Image { names: Vec<String> },
+    /// An OCI layout tarball.
+    Oci { dest: PathBuf, names: Vec<String> },
+    /// A docker-archive tarball (also carries the OCI layout).
+    Docker { dest: PathBuf, names: Vec<String> },
+    /// The final filesystem, copied into a directory.
+    Local { dest: PathBuf },
+    /// The final filesystem as a tarball.
+    Tar { dest: PathBuf },
+}
+
+impl OutputSpec {
+    /// Parses `type=oci,dest=out.tar` (or a bare path = `type=local,dest=PATH`, as buildx does).
+    pub fn parse(spec: &str, tags: &[String]) -> Result<OutputSpec, String> {
+        if !spec.contains('=') {
+            return Ok(OutputSpec::Local { dest: PathBuf::from(spec) });
+        }
+        let mut kv = BTreeMap::new();
+        for part in spec.split(',') {
+            let (k, v) = part.split_once('=').ok_or_else(|| format!("invalid output option {part:?}: expected key=value"))?;
+            kv.insert(k.trim().to_string(), v.trim().to_string());
+        }
+        let kind = kv.remove("type").unwrap_or_else(|| "local".into());
+        let mut names: Vec<String> = tags.to_vec();
+        if let Some(n) = kv.remove("name") {
+            names.extend(n.split(';').map(str::to_string));
+        }
+        let dest = kv.remove("dest").map(PathBuf::from);
+        let need_dest = |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));
+        let out = match kind.as_str() {
+            "image" => {
+                if kv.get("push").is_some_and(|v| v == "true") {
+                    return Err("push=true needs registry push, which is not implemented yet".into());
+                }
+                kv.remove("push");
+                OutputSpec::Image { names }
+            }
+            "oci" => OutputSpec::Oci { dest: need_dest(dest)?, names },
+            "docker" => OutputSpec::Docker { dest: need_dest(dest)?, names },
+            "local" => OutputSpec::Local { dest: need_dest(dest)? },
+            "tar" => OutputSpec::Tar { dest: need_dest(dest)? },
+            "registry" => return Err("type=registry needs registry push, which is not implemented yet".into()),
+            other => return Err(format!("unknown output type {other:?} (expected image, oci, docker, local or tar)")),
+        };
+        if let Some(k) = kv.keys().next() {
+            return Err(format!("unknown option {k:?} for output type={kind}"));
+        }
+        Ok(out)
+    }
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct BuildOptions {
+    pub context: PathBuf,
+    /// Default: `<context>/Dockerfile`.
+    pub dockerfile: Option<PathBuf>,
+    pub tags: Vec<String>,
+    pub build_args: BTreeMap<String, String>,
+    pub target: Option<String>,
+    pub no_cache: bool,
+    pub outputs: Vec<OutputSpec>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Frontend(#[from] FrontendError),
+    #[error("{error}")]
+    Solve { error: SolveError, dockerfile: String, filename: String },
+    #[error("exporting: {0}")]
+    Export(String),
+    #[error("invalid name {0:?}: {1}")]
+    Name(String, String),
+}
+
+pub struct BuildOutcome {
+    pub image: Option<BuiltImage>,
+    pub names: Vec<String>,
+}
+
+fn export_err(e: impl std::fmt::Display) -> BuildError {
+    BuildError::Export(e.to_string())
+}
+
+fn create(dest: &Path) -> Result<std::io::BufWriter<std::fs::File>, BuildError> {
+    if let Some(p) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(p).map_err(export_err)?;
+    }
+    let f = std::fs::File::create(dest).map_err(|e| BuildError::Export(format!("{}: {e}", dest.display())))?;
+    Ok(std::io::BufWriter::with_capacity(1 << 20, f))
+}
+
+impl Engine {
+    pub async fn build(self: &Arc<Self>, opts: BuildOptions, progress: Progress) -> Result<BuildOutcome, BuildError> {
+        let dockerfile_path = opts.dockerfile.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
+        let dockerfile = std::fs::read_to_string(&dockerfile_path)
+            .map_err(|source| BuildError::Read { path: dockerfile_path.clone(), source })?;
+        let filename = dockerfile_path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "Dockerfile".into());
+        let dockerignore = crate::worker::context::read_dockerignore(&opts.context, &dockerfile_path)
+            .map_err(|e| BuildError::Read { path: opts.context.join(".dockerignore"), source: std::io::Error::other(e.to_string()) })?;
+        let req = BuildRequest {
+            dockerfile: dockerfile.clone(),
+            filename: filename.clone(),
+            build_args: opts.build_args.clone(),
+            target: opts.target.clone(),
+            platform: Platform::linux_amd64(),
+            build_platform: Platform::linux_amd64(),
+            dockerignore,
+        };
+        let resolver = EngineResolver(self.clone());
+        let plan = kiln_frontend::lower(&req, &resolver).await?;
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+        }
+
+        self.worker().contexts.lock().map_err(export_err)?.insert("context".into(), opts.context.clone());
+        let root = match &plan.root {
+            None => WorkRef::Scratch,
+            Some(input) => {
+                let def = Arc::new(plan.definition.clone());
+                let (r, _) = self
+                    .solver
+                    .solve(def, input, SolveOptions { no_cache: opts.no_cache }, progress.clone())
+                    .await
+                    .map_err(|error| BuildError::Solve { error, dockerfile: dockerfile.clone(), filename: filename.clone() })?;
+                r
+            }
+        };
+
+        let mut names = Vec::new();
+        for t in &opts.tags {
+            names.push(super::normalize_name(t).map_err(|e| BuildError::Name(t.clone(), e.to_string()))?);
+        }
+        let outputs = if opts.outputs.is_empty() { vec![OutputSpec::Image { names: names.clone() }] } else { opts.outputs.clone() };
+        let needs_image = outputs.iter().any(|o| matches!(o, OutputSpec::Image { .. } | OutputSpec::Oci { .. } | OutputSpec::Docker { .. }));
+        let image = if needs_image {
+            let (snaps, content, root2, config) = (self.snapshots.clone(), self.content.clone(), root.clone(), plan.image.clone());
+            Some(
+                tokio::task::spawn_blocking(move || build_image(&snaps, &content, &root2, config))
+                    .await
+                    .map_err(export_err)?
+                    .map_err(export_err)?,
+            )
+        } else {
+            None
+        };
+
+        for out in &outputs {
+            self.export_one(out, image.as_ref(), &root).await?;
+        }
+        Ok(BuildOutcome { image, names })
+    }
+
+    async fn export_one(self: &Arc<Self>, out: &OutputSpec, image: Option<&BuiltImage>, root: &WorkRef) -> Result<(), BuildError> {
+        let normalize = |ns: &[String]| -> Result<Vec<String>, BuildError> {
+            ns.iter().map(|n| super::normalize_name(n).map_err(|e| BuildError::Name(n.clone(), e.to_string()))).collect()
+        };
+        match out {
+            OutputSpec::Image { names } => {
+                let img = image.ok_or_else(|| export_err("no image"))?;
+                for n in normalize(names)? {
+                    self.images
+                        .put(&n, &img.manifest.digest.to_string(), &img.manifest.media_type, img.manifest.size)
+                        .map_err(export_err)?;
+                }
+            }
+            OutputSpec::Oci { dest, names } | OutputSpec::Docker { dest, names } => {
+                let img = image.ok_or_else(|| export_err("no image"))?;
+                let format = if matches!(out, OutputSpec::Oci { .. }) { ArchiveFormat::Oci } else { ArchiveFormat::Docker };
+                let ai = ArchiveImage { names: normalize(names)?, manifest: img.manifest.clone() };
+                let content = self.content.clone();
+                let w = create(dest)?;
+                tokio::task::spawn_blocking(move || write_archive(&content, &[ai], format, w))
+                    .await
+                    .map_err(export_err)?
+                    .map_err(export_err)?;
+            }
+            OutputSpec::Local { dest } | OutputSpec::Tar { dest } => {
+                let mp = self.worker().mountpoint();
+                let guard = match root {
+                    WorkRef::Snapshot(id) => Some(self.snapshots.mount_readonly(*id, &mp).map_err(export_err)?),
+                    _ => {
+                        std::fs::create_dir_all(&mp).map_err(export_err)?;
+                        None
+                    }
+                };
+                let (mp2, dest2, is_tar) = (mp.clone(), dest.clone(), matches!(out, OutputSpec::Tar { .. }));
+                let res = tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
+                    if is_tar {
+                        let w = create(&dest2)?;
+                        crate::layer::write_tree_tar(&mp2, w).map_err(export_err)
+                    } else {
+                        crate::export::local::copy_tree(&mp2, &dest2).map_err(export_err)
+                    }
+                })
+                .await
+                .map_err(export_err)?;
+                drop(guard);
+                let _ = std::fs::remove_dir(&mp);
+                res?;
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,114 @@
+//! The engine: one state root (content, snapshots, images, cache) and the services built on it.
+//! The CLI runs it in-process; the daemon (later) will share the same type.
+
+mod build;
+mod lock;
+mod pull;
+mod resolver;
+
+pub use build::{BuildOptions, BuildOutcome, OutputSpec};
+pub use lock::RootLock;
+pub use pull::normalize_name;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use kiln_registry::client::{RegistryClient, RegistryConfig};
+use kiln_solver::cache::SqliteCacheStore;
+use kiln_solver::engine::Solver;
+
+use crate::store::content::ContentStore;
+use crate::store::images::ImageStore;
+use crate::worker::checksum::ChecksumCache;
+use crate::worker::exec::RuncExecutor;
+use crate::worker::ops::KilnWorker;
+use crate::worker::snapshot::OverlaySnapshotter;
+
+/// Where state lives; defaults as DESIGN.md says.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Persistent: content, snapshots, metadata, cache (`/var/lib/kiln`).
+    pub root: PathBuf,
+    /// Runtime: mounts, runtime state (`/run/kiln`).
+    pub state: PathBuf,
+    /// `runc` or `crun` (name or path).
+    pub runtime: String,
+    /// Registries reached over plain HTTP besides localhost.
+    pub insecure_registries: Vec<String>,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            root: PathBuf::from("/var/lib/kiln"),
+            state: PathBuf::from("/run/kiln"),
+            runtime: "runc".into(),
+            insecure_registries: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot set up state directory {path}: {source}")]
+    Setup { path: PathBuf, source: std::io::Error },
+    #[error("{0}")]
+    Store(String),
+}
+
+pub struct Engine {
+    pub opts: EngineOptions,
+    pub content: Arc<ContentStore>,
+    pub images: Arc<ImageStore>,
+    pub snapshots: Arc<OverlaySnapshotter>,
+    pub registry: Arc<RegistryClient>,
+    pub solver: Solver<KilnWorker>,
+    _lock: RootLock,
+}
+
+fn mkdir(p: &Path) -> Result<(), EngineError> {
+    std::fs::create_dir_all(p).map_err(|source| EngineError::Setup { path: p.to_path_buf(), source })
+}
+
+fn store_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Store(e.to_string())
+}
+
+impl Engine {
+    pub fn open(opts: EngineOptions) -> Result<Engine, EngineError> {
+        mkdir(&opts.root)?;
+        mkdir(&opts.state)?;
+        let lock = RootLock::shared(&opts.root).map_err(|source| EngineError::Setup { path: opts.root.clone(), source })?;
+        let content = Arc::new(ContentStore::new(opts.root.join("content")).map_err(store_err)?);
+        let images = Arc::new(ImageStore::open(&opts.root.join("images.db")).map_err(store_err)?);
+        let snapshots = Arc::new(
+            OverlaySnapshotter::new(&opts.root.join("snapshots"), &opts.root.join("snapshots.db"), &opts.state.join("mounts"))
+                .map_err(store_err)?,
+        );
+        if let Err(e) = crate::worker::snapshot::Snapshotter::cleanup_stale(snapshots.as_ref()) {
+            tracing::warn!("cleaning up after an earlier crash: {e}");
+        }
+        let executor = Arc::new(RuncExecutor::new(&opts.runtime, &opts.state.join("runc"), &opts.state.join("bundles")));
+        executor.cleanup_stale();
+        let registry = Arc::new(RegistryClient::new(RegistryConfig {
+            insecure_hosts: opts.insecure_registries.clone(),
+            ..Default::default()
+        }));
+        let checksums = Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
+        let cache = Arc::new(SqliteCacheStore::open(&opts.root.join("cache.db")).map_err(store_err)?);
+        let worker = Arc::new(KilnWorker {
+            content: content.clone(),
+            snapshots: snapshots.clone(),
+            executor,
+            registry: registry.clone(),
+            checksums,
+            mounts_dir: opts.state.join("mounts"),
+            contexts: Default::default(),
+        });
+        Ok(Engine { opts, content, images, snapshots, registry, solver: Solver::new(worker, cache), _lock: lock })
+    }
+
+    pub fn worker(&self) -> &Arc<KilnWorker> {
+        self.solver.worker()
+    }
+}

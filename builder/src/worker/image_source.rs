@@ -1,0 +1,129 @@
+//! Image sources: the layers of a pinned image, unpacked once per chain ID into committed
+//! snapshots shared by every build that uses them.
+
+use kiln_registry::oci::Manifest;
+use kiln_registry::reference::Reference;
+use kiln_solver::engine::{VertexCtx, WorkerError};
+use kiln_solver::llb::Digest;
+
+use super::ops::{KilnWorker, OpError};
+use super::snapshot::{SnapshotId, Snapshotter};
+use crate::engine::pull::{fetch_layer, is_layer, put_blob, read_blob, to_digest};
+use crate::export::layers::LayerInfo;
+
+fn err(e: impl std::fmt::Display) -> WorkerError {
+    Box::new(OpError::Other(e.to_string()))
+}
+
+/// Chain IDs as the OCI image spec defines them.
+pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
+    for d in diff_ids {
+        let next = match out.last() {
+            None => d.clone(),
+            Some(prev) => Digest::of(format!("{prev} {d}").as_bytes()).to_string(),
+        };
+        out.push(next);
+    }
+    out
+}
+
+/// Returns the top snapshot of the image (None for an image without layers).
+pub async fn unpack_image(w: &KilnWorker, v: &VertexCtx, reference: &str) -> Result<Option<SnapshotId>, WorkerError> {
+    let r = Reference::parse(reference).map_err(err)?;
+    let manifest_digest = r
+        .digest()
+        .map(|d| d.to_string())
+        .and_then(|d| Digest::parse(&d))
+        .ok_or_else(|| err(format!("image source {reference} is not pinned to a digest")))?;
+    let manifest: Manifest = match read_blob(&w.content, &manifest_digest) {
+        Ok(b) => serde_json::from_slice(&b).map_err(err)?,
+        Err(_) => {
+            let resolved = w.registry.resolve(&r, &kiln_registry::platform::Platform::new("linux", "amd64", None)).await.map_err(err)?;
+            put_blob(&w.content, &resolved.manifest_bytes, Some(&manifest_digest)).map_err(err)?;
+            put_blob(&w.content, &resolved.config_bytes, None).map_err(err)?;
+            serde_json::from_slice(&resolved.manifest_bytes).map_err(err)?
+        }
+    };
+    let cfg_digest = to_digest(&manifest.config.digest).map_err(err)?;
+    let config: kiln_frontend::ImageConfig = serde_json::from_slice(&read_blob(&w.content, &cfg_digest).map_err(err)?).map_err(err)?;
+    let diff_ids = &config.rootfs.diff_ids;
+    let layers: Vec<_> = manifest.layers.iter().filter(|l| is_layer(&l.media_type)).collect();
+    if layers.len() != diff_ids.len() {
+        return Err(err(format!(
+            "image {reference}: {} layers but {} diff_ids in its config",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    let chains = chain_ids(diff_ids);
+
+    // The longest prefix already unpacked.
+    let mut have = 0;
+    let mut parent: Option<SnapshotId> = None;
+    for (i, c) in chains.iter().enumerate().rev() {
+        if let Some(id) = w.snapshots.get_by_name(c).map_err(err)? {
+            have = i + 1;
+            parent = Some(id);
+            break;
+        }
+    }
+    if have == chains.len() {
+        return Ok(parent);
+    }
+
+    // Download what is missing in parallel, then apply in order.
+    v.status(format!("pulling {} layer(s)", chains.len() - have));
+    let fetches = layers[have..].iter().map(|l| fetch_layer(&w.content, &w.registry, &r, l));
+    futures::future::try_join_all(fetches).await.map_err(err)?;
+
+    for i in have..chains.len() {
+        let desc = layers[i];
+        let digest = to_digest(&desc.digest).map_err(err)?;
+        let active = w.snapshots.prepare(parent).map_err(err)?;
+        let upper = w.snapshots.upper_dir(active.id());
+        let lowers: Vec<_> = match parent {
+            Some(p) => w.snapshots.chain(p).map_err(err)?.into_iter().rev().map(|id| w.snapshots.upper_dir(id)).collect(),
+            None => Vec::new(),
+        };
+        let path = w.content.path(&digest);
+        let media = desc.media_type.clone();
+        let applied = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
+            let f = std::fs::File::open(&path).map_err(err)?;
+            let reader = crate::layer::decompress(std::io::BufReader::with_capacity(1 << 20, f), &media).map_err(err)?;
+            crate::layer::apply_layer(reader, &upper, &lowers).map_err(err)?;
+            Ok(())
+        })
+        .await
+        .map_err(err)?;
+        if let Err(e) = applied {
+            let _ = w.snapshots.abort(active);
+            return Err(err(format!("unpacking layer {digest} of {reference}: {e}")));
+        }
+        let id = w.snapshots.commit(active, Some(&chains[i])).map_err(err)?;
+        let info = LayerInfo {
+            diff_id: diff_ids[i].clone(),
+            digest: digest.to_string(),
+            size: desc.size,
+            media_type: desc.media_type.clone(),
+            empty: false,
+        };
+        w.snapshots.set_layer_info(id, &serde_json::to_string(&info).map_err(err)?).map_err(err)?;
+        parent = Some(id);
+    }
+    Ok(parent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_ids_follow_the_spec() {
+        let a = Digest::of(b"a").to_string();
+        let b = Digest::of(b"b").to_string();
+        let c = chain_ids(&[a.clone(), b.clone()]);
+        assert_eq!(c[0], a);
+        assert_eq!(c[1], Digest::of(format!("{a} {b}").as_bytes()).to_string());
+    }
+}

@@ -1,0 +1,308 @@
+//! `KilnWorker`: the solver's worker on the embedded backend — overlay snapshots, runc, the
+//! content store. One method per op kind; results are committed snapshots.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use kiln_solver::engine::{CacheMap, VertexCtx, Worker, WorkerError};
+use kiln_solver::llb::{Digest, ExecOp, FileAction, FileOp, MountKind, Node, Op, SourceOp};
+
+use super::checksum::ChecksumCache;
+use super::exec::{ExecSpec, ExitOutcome, ExtraMount, RuncExecutor};
+use super::fileop::SourceTree;
+use super::snapshot::{MountGuard, OverlaySnapshotter, SnapshotId, Snapshotter};
+use crate::store::content::ContentStore;
+
+/// A solved result.
+#[derive(Clone, Debug)]
+pub enum WorkRef {
+    /// An empty tree.
+    Scratch,
+    /// A committed snapshot.
+    Snapshot(SnapshotId),
+    /// A client directory (the build context) with its exclude patterns.
+    Local(Arc<LocalDir>),
+}
+
+#[derive(Debug)]
+pub struct LocalDir {
+    pub root: PathBuf,
+    pub exclude: Vec<String>,
+}
+
+impl LocalDir {
+    pub fn tree(&self) -> Result<SourceTree, WorkerError> {
+        let exclude = if self.exclude.is_empty() {
+            None
+        } else {
+            Some(kiln_frontend::dockerignore::PatternMatcher::new(&self.exclude)?)
+        };
+        Ok(SourceTree { root: self.root.clone(), exclude })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("process {cmd:?} did not complete successfully: exit code: {code}")]
+    ExitCode { cmd: String, code: i32 },
+    #[error("process {cmd:?} was killed by signal {signal}")]
+    Signaled { cmd: String, signal: i32 },
+    #[error("local source {0:?} was not provided")]
+    NoLocal(String),
+    #[error("{0} is not supported yet")]
+    Unsupported(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct KilnWorker {
+    pub content: Arc<ContentStore>,
+    pub snapshots: Arc<OverlaySnapshotter>,
+    pub executor: Arc<RuncExecutor>,
+    pub registry: Arc<kiln_registry::client::RegistryClient>,
+    pub checksums: Arc<ChecksumCache>,
+    pub mounts_dir: PathBuf,
+    /// Local directories of the current builds, by name (`context`).
+    pub contexts: Mutex<HashMap<String, PathBuf>>,
+}
+
+fn other(e: impl std::fmt::Display) -> WorkerError {
+    Box::new(OpError::Other(e.to_string()))
+}
+
+impl KilnWorker {
+    fn snapshot_of(r: &WorkRef) -> Result<Option<SnapshotId>, WorkerError> {
+        match r {
+            WorkRef::Scratch => Ok(None),
+            WorkRef::Snapshot(id) => Ok(Some(*id)),
+            WorkRef::Local(_) => Err(Box::new(OpError::Unsupported("using a local directory as a root filesystem".into()))),
+        }
+    }
+
+    pub(crate) fn mountpoint(&self) -> PathBuf {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.mounts_dir.join(format!("m-{}-{n}", std::process::id()))
+    }
+
+    /// Mounts a solved input read-only; `None` for an empty tree.
+    fn mount_input(&self, r: &WorkRef) -> Result<(PathBuf, Option<MountGuard>), WorkerError> {
+        match r {
+            WorkRef::Scratch => {
+                let p = self.mountpoint();
+                std::fs::create_dir_all(&p).map_err(other)?;
+                Ok((p, None))
+            }
+            WorkRef::Snapshot(id) => {
+                let p = self.mountpoint();
+                let g = self.snapshots.mount_readonly(*id, &p).map_err(other)?;
+                Ok((p, Some(g)))
+            }
+            WorkRef::Local(l) => Ok((l.root.clone(), None)),
+        }
+    }
+
+    async fn exec_op(&self, v: &VertexCtx, e: &ExecOp, inputs: &[WorkRef]) -> Result<Vec<WorkRef>, WorkerError> {
+        let root = e.mounts.first().filter(|m| m.dest == "/").ok_or_else(|| other("exec op without a root mount"))?;
+        let base = match root.input {
+            Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
+            None => None,
+        };
+        let active = self.snapshots.prepare(base).map_err(other)?;
+        let rootfs = self.mountpoint();
+        let result = async {
+            let guard = self.snapshots.mount(&active, &rootfs).map_err(other)?;
+            let mut extra = Vec::new();
+            let mut guards = Vec::new();
+            for m in &e.mounts[1..] {
+                match &m.kind {
+                    MountKind::Bind => {
+                        let src = match m.input {
+                            Some(i) => inputs.get(i).ok_or_else(|| other("bad input index"))?.clone(),
+                            None => WorkRef::Scratch,
+                        };
+                        let (path, g) = self.mount_input(&src)?;
+                        guards.extend(g);
+                        let sel = m.selector.trim_start_matches('/');
+                        let source = if sel.is_empty() { path } else { path.join(sel) };
+                        extra.push(ExtraMount::Bind { source, dest: m.dest.clone(), readonly: m.readonly });
+                    }
+                    MountKind::Tmpfs { size } => extra.push(ExtraMount::Tmpfs { dest: m.dest.clone(), size: *size }),
+                    other_kind => {
+                        return Err(Box::new(OpError::Unsupported(format!("RUN --mount of kind {other_kind:?}"))) as WorkerError)
+                    }
+                }
+            }
+            let spec = ExecSpec {
+                rootfs: rootfs.clone(),
+                args: e.meta.args.clone(),
+                env: e.meta.env.clone(),
+                cwd: e.meta.cwd.clone(),
+                user: e.meta.user.clone(),
+                hostname: e.meta.hostname.clone().unwrap_or_else(|| "buildkitsandbox".into()),
+                network: e.network,
+                mounts: extra,
+            };
+            let vv = v.clone();
+            let outcome = self
+                .executor
+                .run(spec, Box::new(move |stderr, data: &[u8]| vv.log(stderr, data)), Default::default())
+                .await
+                .map_err(other)?;
+            drop(guards);
+            drop(guard);
+            let cmd = e.meta.args.join(" ");
+            match outcome {
+                ExitOutcome::Exited(0) => Ok(()),
+                ExitOutcome::Exited(code) => Err(Box::new(OpError::ExitCode { cmd, code }) as WorkerError),
+                ExitOutcome::Signaled(signal) => Err(Box::new(OpError::Signaled { cmd, signal }) as WorkerError),
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => {
+                let id = self.snapshots.commit(active, None).map_err(other)?;
+                Ok(vec![WorkRef::Snapshot(id)])
+            }
+            Err(e) => {
+                if let Err(ae) = self.snapshots.abort(active) {
+                    tracing::warn!("discarding failed snapshot: {ae}");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn file_op(&self, f: &FileOp, inputs: &[WorkRef]) -> Result<Vec<WorkRef>, WorkerError> {
+        let base = match f.base {
+            Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
+            None => None,
+        };
+        let active = self.snapshots.prepare(base).map_err(other)?;
+        let dest = self.mountpoint();
+        let result = async {
+            let guard = self.snapshots.mount(&active, &dest).map_err(other)?;
+            let mut guards = Vec::new();
+            let mut sources: Vec<Option<SourceTree>> = Vec::with_capacity(inputs.len());
+            for (i, r) in inputs.iter().enumerate() {
+                let used = f.actions.iter().any(|a| matches!(a, FileAction::Copy(c) if c.source == Some(i)));
+                if !used {
+                    sources.push(None);
+                    continue;
+                }
+                match r {
+                    WorkRef::Local(l) => sources.push(Some(l.tree()?)),
+                    other_ref => {
+                        let (path, g) = self.mount_input(other_ref)?;
+                        guards.extend(g);
+                        sources.push(Some(SourceTree { root: path, exclude: None }));
+                    }
+                }
+            }
+            let actions = f.actions.clone();
+            let dest2 = dest.clone();
+            tokio::task::spawn_blocking(move || super::fileop::apply_file_actions(&dest2, &sources, &actions))
+                .await
+                .map_err(other)??;
+            drop(guards);
+            drop(guard);
+            Ok::<(), WorkerError>(())
+        }
+        .await;
+        match result {
+            Ok(()) => Ok(vec![WorkRef::Snapshot(self.snapshots.commit(active, None).map_err(other)?)]),
+            Err(e) => {
+                let _ = self.snapshots.abort(active);
+                Err(e)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Worker for KilnWorker {
+    type Ref = WorkRef;
+
+    async fn cache_map(&self, _v: &VertexCtx, node: &Node, inputs: &[WorkRef]) -> Result<CacheMap, WorkerError> {
+        let mut cm = CacheMap::for_node(node);
+        match &node.op {
+            Op::Source(SourceOp::Local { .. }) => cm.cacheable = false,
+            Op::File(f) => {
+                // Build-context sources are keyed by a checksum of exactly what is copied.
+                for (i, r) in inputs.iter().enumerate() {
+                    let WorkRef::Local(l) = r else { continue };
+                    let srcs: Vec<(String, bool)> = f
+                        .actions
+                        .iter()
+                        .filter_map(|a| match a {
+                            FileAction::Copy(c) if c.source == Some(i) => Some((c.src.clone(), c.follow_symlinks)),
+                            _ => None,
+                        })
+                        .collect();
+                    let tree = l.tree()?;
+                    let cache = self.checksums.clone();
+                    let sum = tokio::task::spawn_blocking(move || -> Result<Digest, WorkerError> {
+                        let mut all = String::new();
+                        for (src, follow) in &srcs {
+                            let d = super::checksum::checksum(&cache, &tree, src, *follow)?;
+                            all.push_str(d.as_str());
+                            all.push('\n');
+                        }
+                        Ok(Digest::of(all.as_bytes()))
+                    })
+                    .await
+                    .map_err(other)??;
+                    if let Some(slot) = cm.deps.get_mut(i) {
+                        *slot = Some(sum);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(cm)
+    }
+
+    async fn exec(&self, v: &VertexCtx, node: &Node, inputs: &[WorkRef]) -> Result<Vec<WorkRef>, WorkerError> {
+        match &node.op {
+            Op::Source(SourceOp::Local { name, exclude_patterns, .. }) => {
+                let root = self
+                    .contexts
+                    .lock()
+                    .map_err(other)?
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| Box::new(OpError::NoLocal(name.clone())) as WorkerError)?;
+                Ok(vec![WorkRef::Local(Arc::new(LocalDir { root, exclude: exclude_patterns.clone() }))])
+            }
+            Op::Source(SourceOp::Image { reference, .. }) => {
+                let id = super::image_source::unpack_image(self, v, reference).await?;
+                Ok(vec![id.map(WorkRef::Snapshot).unwrap_or(WorkRef::Scratch)])
+            }
+            Op::Exec(e) => self.exec_op(v, e, inputs).await,
+            Op::File(f) => self.file_op(f, inputs).await,
+            Op::Merge(_) | Op::Diff(_) => Err(Box::new(OpError::Unsupported("merge and diff ops".into()))),
+        }
+    }
+
+    fn encode_ref(&self, r: &WorkRef) -> String {
+        match r {
+            WorkRef::Scratch => "scratch".into(),
+            WorkRef::Snapshot(id) => format!("snapshot:{id}"),
+            // Never recorded: local sources are not cacheable.
+            WorkRef::Local(l) => format!("local:{}", l.root.display()),
+        }
+    }
+
+    async fn decode_ref(&self, s: &str) -> Option<WorkRef> {
+        if s == "scratch" {
+            return Some(WorkRef::Scratch);
+        }
+        let id: SnapshotId = s.strip_prefix("snapshot:")?.parse().ok()?;
+        match self.snapshots.exists(id) {
+            Ok(true) => Some(WorkRef::Snapshot(id)),
+            _ => None,
+        }
+    }
+}
