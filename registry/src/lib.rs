@@ -1,1 +1,29 @@
-//! kiln-registry: references, auth and the registry client.
+//! kiln-registry: image references, registry authentication and the registry client.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), kiln_registry::RegistryError> {
+//! use kiln_registry::{Platform, Reference, RegistryClient, RegistryConfig};
+//! let client = RegistryClient::new(RegistryConfig::default())?;
+//! let r = Reference::parse("localhost:5000/library/busybox")?;
+//! let image = client.resolve(&r, &Platform::host()).await?;
+//! for layer in &image.layers {
+//!     let _stream = client.fetch_blob_verified(&r, layer).await?;
+//! }
+//! # Ok(()) }
+//! ```
+
+pub mod auth;
+pub mod client;
+pub mod digest;
+pub mod error;
+pub mod oci;
+pub mod platform;
+pub mod reference;
+
+pub use auth::{CredentialProvider, Credentials, StaticCredentials};
+pub use client::{BlobStream, FetchedManifest, RegistryClient, RegistryConfig, ResolvedImage};
+pub use digest::{Digest, DigestError, Verifier};
+pub use error::{ErrorContext, Operation, RegistryError, Result};
+pub use oci::{media_type, Descriptor, Index, Manifest};
+pub use platform::{Platform, PlatformError};
+pub use reference::{Reference, ReferenceError};

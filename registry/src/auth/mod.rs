@@ -1,0 +1,98 @@
+//! Registry authentication: challenges from `/v2/`, anonymous or credentialed Bearer tokens,
+//! Basic auth, and the credentials hook.
+
+pub mod challenge;
+pub mod credentials;
+pub mod token;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub use challenge::{parse_challenges, Challenge, Scheme};
+pub use credentials::{CredentialProvider, Credentials, StaticCredentials};
+use token::TokenCache;
+
+use crate::error::{ErrorContext, Result};
+
+/// The scope string for pulling from `repository` (`repository:library/busybox:pull`).
+pub fn pull_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull")
+}
+
+/// What to put on a request.
+#[derive(Clone)]
+pub enum Authorization {
+    Basic { username: String, password: String },
+    Bearer(String),
+}
+
+impl Authorization {
+    pub fn apply(&self, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        match self {
+            Authorization::Basic { username, password } => rb.basic_auth(username, Some(password)),
+            Authorization::Bearer(t) => rb.bearer_auth(t),
+        }
+    }
+}
+
+type PingCell = Arc<tokio::sync::OnceCell<Option<Challenge>>>;
+
+/// Per-client auth state: what each registry asked for at `/v2/`, and the token cache.
+pub struct Authenticator {
+    credentials: Option<Arc<dyn CredentialProvider>>,
+    pings: Mutex<HashMap<String, PingCell>>,
+    tokens: TokenCache,
+}
+
+impl Authenticator {
+    pub fn new(credentials: Option<Arc<dyn CredentialProvider>>) -> Self {
+        Authenticator {
+            credentials,
+            pings: Mutex::new(HashMap::new()),
+            tokens: TokenCache::default(),
+        }
+    }
+
+    /// The once-per-base-URL cell holding the `/v2/` ping's challenge (None: no auth needed).
+    pub(crate) fn ping_cell(&self, base_url: &str) -> PingCell {
+        let mut pings = self.pings.lock().unwrap_or_else(|e| e.into_inner());
+        pings.entry(base_url.to_string()).or_default().clone()
+    }
+
+    pub fn credentials_for(&self, registry: &str) -> Option<Credentials> {
+        self.credentials.as_ref()?.credentials(registry)
+    }
+
+    /// The authorization answering `challenge` for `scope`, or None to go anonymous.
+    pub(crate) async fn authorize(
+        &self,
+        http: &reqwest::Client,
+        challenge: &Challenge,
+        scope: &str,
+        ctx: &ErrorContext,
+    ) -> Result<Option<Authorization>> {
+        let creds = self.credentials_for(&ctx.registry);
+        match challenge.scheme {
+            Scheme::Bearer => {
+                let token = self
+                    .tokens
+                    .token(http, challenge, scope, creds.as_ref(), ctx)
+                    .await?;
+                Ok(Some(Authorization::Bearer(token)))
+            }
+            Scheme::Basic => Ok(match creds {
+                Some(Credentials::Basic { username, password }) => {
+                    Some(Authorization::Basic { username, password })
+                }
+                _ => None,
+            }),
+            Scheme::Other(_) => Ok(None),
+        }
+    }
+
+    /// Drops a cached token the registry just rejected.
+    pub(crate) fn invalidate(&self, challenge: &Challenge, scope: &str, registry: &str) {
+        let creds = self.credentials_for(registry);
+        self.tokens.invalidate(challenge, scope, creds.as_ref());
+    }
+}
