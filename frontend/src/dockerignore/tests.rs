@@ -323,3 +323,14 @@ fn walker_form_inherits_parent_results() {
     assert!(ex);
     assert!(tmp.matches_with_parent("tmp/t.txt", &info).0);
 }
+
+/// Where patternmatcher's two forms disagree, the walker form gives what BuildKit's
+/// context walk does: an exception skipped while the parent was not excluded is not
+/// re-checked against that parent later.
+#[test]
+fn walker_form_differs_from_matches_like_buildkit() {
+    let m = pm(&["a/b", "!a"]);
+    assert!(!m.matches("a/b"));
+    let a = m.matches_with_parent("a", &MatchInfo::default()).1;
+    assert!(m.matches_with_parent("a/b", &a).0);
+}

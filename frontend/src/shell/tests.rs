@@ -554,3 +554,17 @@ fn options_raw_escapes_and_skip_quotes() {
         .unwrap();
     assert_eq!(e.result, "echo \"1\" 'it''s' $A");
 }
+
+#[test]
+fn splitting_of_modifier_results() {
+    let env: &[(&str, &str)] = &[("P", "80 443")];
+    assert_eq!(split("${X:-\"80 443\"}", env).unwrap(), vec!["80", "443"]);
+    assert_eq!(split("${P}/tcp", env).unwrap(), vec!["80", "443/tcp"]);
+    // BuildKit loses "80" here (a shared buffer is reset by the nested word); kiln keeps it.
+    assert_eq!(split("80${X:-}/tcp", env).unwrap(), vec!["80/tcp"]);
+    assert_eq!(
+        split("a ${X:-b c} d", env).unwrap(),
+        vec!["a", "b", "c", "d"]
+    );
+    assert!(split("a ${X:-b", env).is_err());
+}
