@@ -45,6 +45,11 @@ pub struct Digest {
 }
 
 impl Digest {
+    /// Parses `algorithm:hex` (same as `str::parse`).
+    pub fn parse(s: &str) -> Result<Self, DigestError> {
+        s.parse()
+    }
+
     /// The sha256 digest of `data`.
     pub fn sha256_of(data: &[u8]) -> Self {
         Digest {
