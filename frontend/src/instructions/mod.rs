@@ -11,6 +11,14 @@ pub use mount::{parse_mount, MountType, RunMount, Sharing};
 
 use flags::{FlagKind, Flags};
 
+/// The candidate closest to `word`, when it is a plausible typo of it.
+pub fn closest_name<'a>(
+    word: &str,
+    candidates: impl IntoIterator<Item = &'a str>,
+) -> Option<&'a str> {
+    suggest::closest(word, candidates)
+}
+
 use crate::parser::{self, Args, Dockerfile, Heredoc, Node};
 
 /// An instruction that could not be understood, with its lines.

@@ -1,11 +1,26 @@
-//! Lowering: parsed Dockerfile → llb::Definition + image config.
+//! Lowering: parsed Dockerfile → llb::Definition + image config, with BuildKit's semantics
+//! (`dockerfile2llb/convert.go`): stages, ARG scoping, target pruning, one function per
+//! instruction.
 
-use std::collections::BTreeMap;
+mod copy;
+mod dispatch;
+mod error;
+mod exec;
+mod state;
+mod util;
 
-use kiln_solver::llb::{Definition, Input, Platform};
+use std::collections::{BTreeMap, BTreeSet};
+
+use kiln_solver::llb::{Definition, Input, NodeMeta, Op, Platform, SourceOp};
 
 use crate::image::ImageConfig;
-use crate::resolver::ImageMetaResolver;
+use crate::instructions::{self, Command, Instruction, Stage};
+use crate::parser;
+use crate::resolver::{ImageMetaResolver, ResolvedImage};
+use crate::shell::{LexOptions, Lexer};
+
+pub use error::{FrontendError, SourceLocation};
+use state::StageState;
 
 /// Everything the frontend needs to know about one build.
 #[derive(Clone, Debug)]
@@ -34,15 +49,624 @@ pub struct BuildPlan {
     pub warnings: Vec<String>,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum FrontendError {
-    #[error("{0}")]
-    Todo(String),
+/// Where a stage starts from.
+#[derive(Clone, Debug)]
+enum Base {
+    Scratch,
+    /// An earlier stage, by index.
+    Stage(usize),
+    Image(String),
+}
+
+/// A stage before dispatch: its expanded base and what it depends on.
+struct StageInfo {
+    stage: Stage,
+    base: Base,
+    platform: Platform,
+    progress_name: String,
+    /// Stages read by `COPY --from` / `RUN --mount from=`.
+    deps: BTreeSet<usize>,
+    cmd_total: usize,
+}
+
+/// Shared lowering state.
+pub(crate) struct Lowering<'a> {
+    pub(crate) req: &'a BuildRequest,
+    pub(crate) lexer: Lexer,
+    pub(crate) def: Definition,
+    pub(crate) warnings: Vec<String>,
+    pub(crate) global_args: Vec<(String, String)>,
+    context: Option<Input>,
+    /// Resolved `--from=<image>` / `from=<image>` sources, by name as written.
+    pub(crate) images: BTreeMap<String, (Input, ImageConfig)>,
+    /// Dispatched stages, by index.
+    pub(crate) done: Vec<Option<StageState>>,
+    stage_names: Vec<Option<String>>,
 }
 
 pub async fn lower(
-    _req: &BuildRequest,
-    _resolver: &dyn ImageMetaResolver,
+    req: &BuildRequest,
+    resolver: &dyn ImageMetaResolver,
 ) -> Result<BuildPlan, FrontendError> {
-    Err(FrontendError::Todo("not implemented yet".into()))
+    let df = parser::parse(&req.dockerfile).map_err(|e| FrontendError::Syntax {
+        location: SourceLocation::new(&req.filename, &req.dockerfile, e.start_line, e.end_line),
+        message: e.message,
+    })?;
+    let parsed = instructions::parse_stages(&df).map_err(|e| FrontendError::Instruction {
+        location: SourceLocation::new(&req.filename, &req.dockerfile, e.start_line, e.end_line),
+        message: e.message,
+    })?;
+    let mut lw = Lowering {
+        req,
+        lexer: Lexer::new(df.escape),
+        def: Definition::new(),
+        warnings: df
+            .warnings
+            .iter()
+            .map(|w| format!("line {}: {}", w.line, w.message))
+            .collect(),
+        global_args: Vec::new(),
+        context: None,
+        images: BTreeMap::new(),
+        done: Vec::new(),
+        stage_names: parsed.stages.iter().map(|s| s.name.clone()).collect(),
+    };
+    lw.init_global_args(&parsed.meta_args)?;
+    let infos = lw.stage_infos(parsed.stages)?;
+    let target = lw.find_target(&infos)?;
+    let reachable = reachable(&infos, target);
+    lw.check_cycles(&infos)?;
+    lw.done = vec![None; infos.len()];
+
+    for (i, info) in infos.iter().enumerate() {
+        if !reachable.contains(&i) {
+            continue;
+        }
+        let mut st = lw.init_stage(i, info, resolver).await?;
+        lw.prefetch_images(info, resolver).await?;
+        for ins in &info.stage.commands {
+            lw.dispatch(i, &mut st, ins)?;
+        }
+        lw.done[i] = Some(st);
+    }
+
+    let mut st = lw.done[target]
+        .take()
+        .ok_or_else(|| FrontendError::Invalid {
+            location: lw.loc(infos[target].stage.start_line, infos[target].stage.end_line),
+            message: "internal error: target stage was not lowered".into(),
+        })?;
+    st.image.os = req.platform.os.clone();
+    st.image.architecture = req.platform.architecture.clone();
+    st.image.variant = req.platform.variant.clone();
+    Ok(BuildPlan {
+        definition: lw.def,
+        root: st.root,
+        image: st.image,
+        warnings: lw.warnings,
+    })
 }
+
+/// Stages the target needs: its base chain and everything it copies from, transitively.
+fn reachable(infos: &[StageInfo], target: usize) -> BTreeSet<usize> {
+    let mut seen = BTreeSet::new();
+    let mut todo = vec![target];
+    while let Some(i) = todo.pop() {
+        if !seen.insert(i) {
+            continue;
+        }
+        if let Base::Stage(b) = infos[i].base {
+            todo.push(b);
+        }
+        todo.extend(infos[i].deps.iter().copied());
+    }
+    seen
+}
+
+fn parse_platform(s: &str, default: &Platform) -> Option<Platform> {
+    let parts: Vec<&str> = s.split('/').collect();
+    let p = match parts.as_slice() {
+        [one] if ["linux", "windows", "darwin", "freebsd"].contains(one) => Platform {
+            os: one.to_string(),
+            architecture: default.architecture.clone(),
+            variant: default.variant.clone(),
+        },
+        [arch] => Platform {
+            os: "linux".into(),
+            architecture: arch.to_string(),
+            variant: None,
+        },
+        [os, arch] => Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: None,
+        },
+        [os, arch, variant] => Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: Some(variant.to_string()),
+        },
+        _ => return None,
+    };
+    (!p.os.is_empty() && !p.architecture.is_empty()).then_some(p)
+}
+
+impl<'a> Lowering<'a> {
+    pub(crate) fn loc(&self, start: usize, end: usize) -> SourceLocation {
+        SourceLocation::new(&self.req.filename, &self.req.dockerfile, start, end)
+    }
+
+    pub(crate) fn ins_loc(&self, ins: &Instruction) -> SourceLocation {
+        self.loc(ins.start_line, ins.end_line)
+    }
+
+    /// Expands one word against `env` (quotes removed), as BuildKit's `ProcessWord`.
+    pub(crate) fn expand(
+        &self,
+        word: &str,
+        env: &[(String, String)],
+        loc: impl FnOnce() -> SourceLocation,
+    ) -> Result<String, FrontendError> {
+        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        self.lexer
+            .process_word(word, &lookup)
+            .map(|e| e.result)
+            .map_err(|e| FrontendError::Expansion {
+                location: loc(),
+                message: e.0,
+            })
+    }
+
+    pub(crate) fn expand_words(
+        &self,
+        text: &str,
+        env: &[(String, String)],
+        loc: impl FnOnce() -> SourceLocation,
+    ) -> Result<Vec<String>, FrontendError> {
+        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        self.lexer
+            .process_words(text, &lookup)
+            .map_err(|e| FrontendError::Expansion {
+                location: loc(),
+                message: e.0,
+            })
+    }
+
+    /// The instruction text for progress names: variables substituted where set, quotes kept
+    /// (BuildKit's `processCmdEnv` with raw quotes / skip-unset for RUN).
+    pub(crate) fn display_text(&self, text: &str, env: &[(String, String)], raw: bool) -> String {
+        let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let opts = LexOptions {
+            raw_quotes: raw,
+            skip_unset_env: raw,
+            ..Default::default()
+        };
+        self.lexer
+            .process_word_with(text, &lookup, opts)
+            .map(|e| e.result)
+            .unwrap_or_else(|_| text.to_string())
+    }
+
+    /// The build context: one shared local source.
+    pub(crate) fn context(&mut self) -> Input {
+        if let Some(c) = &self.context {
+            return c.clone();
+        }
+        let input = self.def.add(
+            Op::Source(SourceOp::Local {
+                name: "context".into(),
+                include_patterns: vec![],
+                exclude_patterns: self.req.dockerignore.clone(),
+            }),
+            vec![],
+            NodeMeta {
+                description: "[internal] load build context".into(),
+                ..Default::default()
+            },
+        );
+        self.context = Some(input.clone());
+        input
+    }
+
+    /// BuildKit's `defaultArgs` + `buildMetaArgs`: platform ARGs, then the ARGs before the
+    /// first FROM (build args override defaults; defaults expand against earlier ones).
+    fn init_global_args(&mut self, meta: &[Instruction]) -> Result<(), FrontendError> {
+        let t = &self.req.platform;
+        let b = &self.req.build_platform;
+        let target = self.req.target.clone().unwrap_or_else(|| "default".into());
+        let defaults = [
+            ("BUILDPLATFORM", format!("{}/{}", b.os, b.architecture)),
+            ("BUILDOS", b.os.clone()),
+            ("BUILDOSVERSION", String::new()),
+            ("BUILDARCH", b.architecture.clone()),
+            ("BUILDVARIANT", b.variant.clone().unwrap_or_default()),
+            ("TARGETPLATFORM", t.to_string()),
+            ("TARGETOS", t.os.clone()),
+            ("TARGETOSVERSION", String::new()),
+            ("TARGETARCH", t.architecture.clone()),
+            ("TARGETVARIANT", t.variant.clone().unwrap_or_default()),
+            ("TARGETSTAGE", target),
+        ];
+        for (k, v) in defaults {
+            let v = self.req.build_args.get(k).cloned().unwrap_or(v);
+            state::add_or_replace(&mut self.global_args, k, &v);
+        }
+        for ins in meta {
+            let Command::Arg(decls) = &ins.command else {
+                continue;
+            };
+            for d in decls {
+                let value = match (self.req.build_args.get(&d.key), &d.value) {
+                    (Some(v), _) => Some(v.clone()),
+                    (None, Some(def)) => {
+                        Some(self.expand(def, &self.global_args, || self.ins_loc(ins))?)
+                    }
+                    (None, None) => None,
+                };
+                if let Some(v) = value {
+                    state::add_or_replace(&mut self.global_args, &d.key, &v);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Expands each stage's base and platform, and finds what each stage depends on.
+    fn stage_infos(&mut self, stages: Vec<Stage>) -> Result<Vec<StageInfo>, FrontendError> {
+        let mut infos: Vec<StageInfo> = Vec::new();
+        let mut image_refs = 0;
+        for (i, stage) in stages.into_iter().enumerate() {
+            let loc = || self.loc(stage.start_line, stage.end_line);
+            let base_name = self.expand(&stage.base, &self.global_args, loc)?;
+            if base_name.is_empty() {
+                return Err(FrontendError::Invalid {
+                    location: loc(),
+                    message: format!("base name ({}) should not be blank", stage.base),
+                });
+            }
+            let platform = match &stage.platform {
+                None => self.req.platform.clone(),
+                Some(p) => {
+                    let v = self.expand(p, &self.global_args, loc)?;
+                    parse_platform(&v, &self.req.platform).ok_or_else(|| {
+                        FrontendError::Invalid {
+                            location: loc(),
+                            message: format!(
+                                "failed to parse platform {p}: {v:?} is not a valid platform"
+                            ),
+                        }
+                    })?
+                }
+            };
+            let base = if base_name == "scratch" {
+                Base::Scratch
+            } else if let Some(b) = infos
+                .iter()
+                .position(|s| s.stage.name.as_deref() == Some(base_name.as_str()))
+            {
+                Base::Stage(b)
+            } else {
+                Base::Image(base_name.clone())
+            };
+            let mut deps = BTreeSet::new();
+            let mut total = usize::from(matches!(base, Base::Image(_)));
+            for ins in &stage.commands {
+                match &ins.command {
+                    Command::Copy(c) | Command::Add(c) => {
+                        total += 1;
+                        if let Some(from) = &c.from {
+                            match self.stage_ref(from, ins)? {
+                                Some(s) => {
+                                    deps.insert(s);
+                                }
+                                None => image_refs += 1,
+                            }
+                        }
+                    }
+                    Command::Run(r) => {
+                        total += 1;
+                        for m in &r.mounts {
+                            let parsed = instructions::parse_mount(m, &|v| Ok(v.to_string()))
+                                .map_err(|e| FrontendError::Instruction {
+                                    location: self.ins_loc(ins),
+                                    message: e,
+                                })?;
+                            if let Some(from) = &parsed.from {
+                                if let Some(s) = self.stage_ref(from, ins)? {
+                                    deps.insert(s);
+                                }
+                            }
+                        }
+                    }
+                    Command::Workdir(_) => total += 1,
+                    _ => {}
+                }
+            }
+            infos.push(StageInfo {
+                progress_name: stage.name.clone().unwrap_or_else(|| format!("stage-{i}")),
+                stage,
+                base,
+                platform,
+                deps,
+                cmd_total: total,
+            });
+        }
+        // A lone stage has no name in progress output.
+        if infos.len() == 1 && image_refs == 0 {
+            infos[0].progress_name.clear();
+        }
+        Ok(infos)
+    }
+
+    /// Resolves `--from=<name|index>` to a stage index; `None` = an image reference.
+    pub(crate) fn stage_ref(
+        &self,
+        from: &str,
+        ins: &Instruction,
+    ) -> Result<Option<usize>, FrontendError> {
+        if from.contains('$') {
+            return Err(FrontendError::Invalid {
+                location: self.ins_loc(ins),
+                message: "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround".into(),
+            });
+        }
+        if let Ok(idx) = from.parse::<usize>() {
+            if idx >= self.stage_names.len() {
+                return Err(FrontendError::Invalid {
+                    location: self.ins_loc(ins),
+                    message: format!("invalid stage index {idx}"),
+                });
+            }
+            return Ok(Some(idx));
+        }
+        let lower = from.to_lowercase();
+        Ok(self
+            .stage_names
+            .iter()
+            .position(|n| n.as_deref() == Some(lower.as_str())))
+    }
+
+    fn find_target(&self, infos: &[StageInfo]) -> Result<usize, FrontendError> {
+        let Some(t) = &self.req.target else {
+            return Ok(infos.len() - 1);
+        };
+        let lower = t.to_lowercase();
+        if let Some(i) = infos
+            .iter()
+            .position(|s| s.stage.name.as_deref() == Some(lower.as_str()))
+        {
+            return Ok(i);
+        }
+        let names: Vec<&str> = infos
+            .iter()
+            .filter_map(|s| s.stage.name.as_deref())
+            .collect();
+        let suggestion = instructions::closest_name(&lower, names)
+            .map(|s| format!(" (did you mean {s}?)"))
+            .unwrap_or_default();
+        Err(FrontendError::TargetNotFound {
+            target: t.clone(),
+            suggestion,
+        })
+    }
+
+    /// A stage that (transitively) reads from itself can't be built.
+    fn check_cycles(&self, infos: &[StageInfo]) -> Result<(), FrontendError> {
+        fn visit(
+            i: usize,
+            infos: &[StageInfo],
+            path: &mut Vec<usize>,
+            done: &mut BTreeSet<usize>,
+        ) -> Option<usize> {
+            if path.contains(&i) {
+                return Some(i);
+            }
+            if done.contains(&i) {
+                return None;
+            }
+            path.push(i);
+            let mut next: Vec<usize> = infos[i].deps.iter().copied().collect();
+            if let Base::Stage(b) = infos[i].base {
+                next.push(b);
+            }
+            for n in next {
+                if let Some(c) = visit(n, infos, path, done) {
+                    return Some(c);
+                }
+            }
+            path.pop();
+            done.insert(i);
+            None
+        }
+        let mut done = BTreeSet::new();
+        for i in 0..infos.len() {
+            if let Some(c) = visit(i, infos, &mut Vec::new(), &mut done) {
+                let s = &infos[c].stage;
+                return Err(FrontendError::CircularDependency {
+                    location: self.loc(s.start_line, s.end_line),
+                    stage: s.name.clone().unwrap_or_else(|| format!("stage-{c}")),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The starting state of a stage: its base stage's state, an image, or scratch.
+    async fn init_stage(
+        &mut self,
+        index: usize,
+        info: &StageInfo,
+        resolver: &dyn ImageMetaResolver,
+    ) -> Result<StageState, FrontendError> {
+        let s = &info.stage;
+        match &info.base {
+            Base::Scratch => {
+                let image = ImageConfig {
+                    os: info.platform.os.clone(),
+                    architecture: info.platform.architecture.clone(),
+                    variant: info.platform.variant.clone(),
+                    ..Default::default()
+                };
+                Ok(StageState::new(
+                    None,
+                    image,
+                    &info.platform,
+                    info.progress_name.clone(),
+                    info.cmd_total,
+                ))
+            }
+            Base::Stage(b) => {
+                let Some(base) = self.done.get(*b).and_then(|d| d.clone()) else {
+                    return Err(FrontendError::Invalid {
+                        location: self.loc(s.start_line, s.end_line),
+                        message: format!("stage {index} is based on a stage that was not built"),
+                    });
+                };
+                let mut st = base;
+                st.image.config.on_build = None;
+                st.cmd_set = false;
+                st.progress_name = info.progress_name.clone();
+                st.cmd_index = 0;
+                st.cmd_total = info.cmd_total;
+                Ok(st)
+            }
+            Base::Image(name) => {
+                let resolved = resolver
+                    .resolve_image_config(name, &info.platform)
+                    .await
+                    .map_err(|message| FrontendError::BaseImage {
+                        location: self.loc(s.start_line, s.end_line),
+                        image: name.clone(),
+                        message,
+                    })?;
+                let mut st = StageState::new(
+                    None,
+                    resolved.config.clone(),
+                    &info.platform,
+                    info.progress_name.clone(),
+                    info.cmd_total,
+                );
+                let description = st.progress(&format!("FROM {}", resolved.reference));
+                st.root = self.image_node(&resolved, &info.platform, description, s);
+                if let Some(triggers) = &st.image.config.on_build {
+                    if !triggers.is_empty() {
+                        self.warnings.push(format!(
+                            "{}:{}: ONBUILD triggers of {name} are not executed yet: {}",
+                            self.req.filename,
+                            s.start_line,
+                            triggers.join("; ")
+                        ));
+                    }
+                }
+                st.image.config.on_build = None;
+                Ok(st)
+            }
+        }
+    }
+
+    /// The image source node; `None` when the image has no layers (behaves as scratch).
+    fn image_node(
+        &mut self,
+        resolved: &ResolvedImage,
+        platform: &Platform,
+        description: String,
+        s: &Stage,
+    ) -> Option<Input> {
+        let cfg = &resolved.config;
+        let no_layers = cfg.rootfs.diff_ids.is_empty() && cfg.history.iter().all(|h| h.empty_layer);
+        if no_layers {
+            return None;
+        }
+        Some(self.def.add(
+            Op::Source(SourceOp::Image {
+                reference: resolved.reference.clone(),
+                platform: platform.clone(),
+            }),
+            vec![],
+            NodeMeta {
+                description,
+                lines: Some((s.start_line, s.end_line)),
+                ignore_cache: false,
+            },
+        ))
+    }
+
+    /// Resolves the images this stage reads with `COPY --from=<image>` / `from=<image>`.
+    async fn prefetch_images(
+        &mut self,
+        info: &StageInfo,
+        resolver: &dyn ImageMetaResolver,
+    ) -> Result<(), FrontendError> {
+        for ins in &info.stage.commands {
+            let mut froms = Vec::new();
+            match &ins.command {
+                Command::Copy(c) => froms.extend(c.from.clone()),
+                Command::Run(r) => {
+                    for m in &r.mounts {
+                        if let Ok(p) = instructions::parse_mount(m, &|v| Ok(v.to_string())) {
+                            froms.extend(p.from);
+                        }
+                    }
+                }
+                _ => {}
+            }
+            for from in froms {
+                if self.stage_ref(&from, ins)?.is_some() || self.images.contains_key(&from) {
+                    continue;
+                }
+                let resolved = resolver
+                    .resolve_image_config(&from, &info.platform)
+                    .await
+                    .map_err(|message| FrontendError::BaseImage {
+                        location: self.ins_loc(ins),
+                        image: from.clone(),
+                        message,
+                    })?;
+                let input = self.def.add(
+                    Op::Source(SourceOp::Image {
+                        reference: resolved.reference.clone(),
+                        platform: info.platform.clone(),
+                    }),
+                    vec![],
+                    NodeMeta {
+                        description: format!("FROM {}", resolved.reference),
+                        lines: Some((ins.start_line, ins.end_line)),
+                        ignore_cache: false,
+                    },
+                );
+                self.images.insert(from, (input, resolved.config));
+            }
+        }
+        Ok(())
+    }
+
+    /// The filesystem a `--from` names: an earlier stage's root or an image.
+    pub(crate) fn source_of(
+        &self,
+        from: &str,
+        current: usize,
+        ins: &Instruction,
+    ) -> Result<Option<Input>, FrontendError> {
+        match self.stage_ref(from, ins)? {
+            Some(i) => match self.done.get(i).and_then(|d| d.as_ref()) {
+                Some(st) if i != current => Ok(st.root.clone()),
+                _ => Err(FrontendError::Invalid {
+                    location: self.ins_loc(ins),
+                    message: format!(
+                        "cannot copy from stage {from:?}, it needs to be defined before the current stage"
+                    ),
+                }),
+            },
+            None => match self.images.get(from) {
+                Some((input, _)) => Ok(Some(input.clone())),
+                None => Err(FrontendError::Invalid {
+                    location: self.ins_loc(ins),
+                    message: format!("image {from:?} was not resolved"),
+                }),
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,231 @@
+//! COPY/ADD → a file op with one copy action per source; WORKDIR → a mkdir file op.
+
+use kiln_solver::llb::{
+    CopyAction, FileAction, FileOp, Input, MkdirAction, MkfileAction, NodeMeta, Op,
+};
+
+use super::exec::input_index;
+use super::state::{uppercase_cmd, StageState};
+use super::util::{clean, dest_path, parse_chmod, parse_chown, workdir};
+use super::{FrontendError, Lowering};
+use crate::instructions::{CopyCmd, Instruction};
+use crate::shell::LexOptions;
+
+fn is_url(s: &str) -> bool {
+    s.starts_with("http://") || s.starts_with("https://")
+}
+
+fn is_git(s: &str) -> bool {
+    s.starts_with("git@") || s.starts_with("git://") || (is_url(s) && s.contains(".git"))
+}
+
+impl Lowering<'_> {
+    pub(crate) fn copy(
+        &mut self,
+        stage: usize,
+        st: &mut StageState,
+        ins: &Instruction,
+        c: &CopyCmd,
+        add: bool,
+    ) -> Result<(), FrontendError> {
+        let what = if add { "ADD" } else { "COPY" };
+        let location = self.ins_loc(ins);
+        let loc = || location.clone();
+        let invalid = |message: String| FrontendError::Invalid {
+            location: location.clone(),
+            message,
+        };
+        let mut sources = Vec::new();
+        for s in &c.sources {
+            sources.push(self.expand(s, &st.env, loc)?);
+        }
+        let dest_raw = self.expand(&c.dest, &st.env, loc)?;
+        let chown = match &c.chown {
+            Some(v) => Some(self.expand(v, &st.env, loc)?),
+            None => None,
+        };
+        let chmod = match &c.chmod {
+            Some(v) => Some(self.expand(v, &st.env, loc)?),
+            None => None,
+        };
+        let mut excludes = Vec::new();
+        for e in &c.excludes {
+            excludes.push(self.expand(e, &st.env, loc)?);
+        }
+        if c.checksum.is_some() {
+            return Err(FrontendError::Unsupported {
+                location: loc(),
+                message: "ADD --checksum (it applies to HTTP and Git sources)".into(),
+            });
+        }
+        if sources.len() + c.heredocs.len() > 1 && !dest_raw.ends_with('/') {
+            return Err(invalid(format!(
+                "When using {what} with more than one source file, the destination must be a directory and end with a /"
+            )));
+        }
+        let owner = chown.as_deref().and_then(parse_chown);
+        let mode = match chmod.as_deref() {
+            Some(m) => Some(parse_chmod(m).map_err(invalid)?),
+            None => None,
+        };
+        let dest = dest_path(&st.cwd, &dest_raw);
+
+        let mut inputs = Vec::new();
+        let base = st.root.clone().map(|r| input_index(&mut inputs, r));
+        let source: Option<Input> = match &c.from {
+            Some(from) => self.source_of(from, stage, ins)?,
+            None => Some(self.context()),
+        };
+        let mut actions = Vec::new();
+        let mut msg = String::from(what);
+        if c.parents {
+            msg.push_str(" --parents");
+        }
+        if let Some(v) = &chown {
+            msg.push_str(&format!(" --chown={v}"));
+        }
+        if let Some(v) = &chmod {
+            msg.push_str(&format!(" --chmod={v}"));
+        }
+        for src in &sources {
+            msg.push_str(&format!(" {src}"));
+            if is_git(src) || (add && is_url(src)) {
+                return Err(FrontendError::Unsupported {
+                    location: loc(),
+                    message: format!("{what} of a remote source ({src})"),
+                });
+            }
+            if is_url(src) {
+                return Err(invalid("source can't be a URL for COPY".into()));
+            }
+            let (src_path, include) = if c.parents {
+                match src.split_once("/./") {
+                    Some((parent, pattern)) => (
+                        clean(&format!("/{parent}")),
+                        vec![clean(&format!("/{pattern}"))[1..].to_string()],
+                    ),
+                    None => (
+                        "/".to_string(),
+                        vec![clean(&format!("/{src}"))[1..].to_string()],
+                    ),
+                }
+            } else {
+                (clean(&format!("/{src}")), Vec::new())
+            };
+            let src_input = source.clone().map(|s| input_index(&mut inputs, s));
+            let mut a = CopyAction::new(src_input, src_path, dest.clone());
+            a.owner = owner.clone();
+            a.mode = mode.clone();
+            a.attempt_unpack = add && c.unpack.unwrap_or(true);
+            a.allow_empty_wildcard = true;
+            a.include_patterns = include;
+            a.exclude_patterns = excludes.clone();
+            actions.push(FileAction::Copy(a));
+        }
+        for h in &c.heredocs {
+            msg.push_str(&format!(" <<{}", h.name));
+            let data = if h.expand {
+                let env = st.env.clone();
+                let lookup = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let opts = LexOptions {
+                    skip_process_quotes: true,
+                    ..Default::default()
+                };
+                crate::shell::Lexer::new('\\')
+                    .process_word_with(&h.data, &lookup, opts)
+                    .map(|e| e.result)
+                    .map_err(|e| FrontendError::Expansion {
+                        location: loc(),
+                        message: e.0,
+                    })?
+            } else {
+                h.data.clone()
+            };
+            let path = clean(&format!("/{}", h.name));
+            let doc = self.def.add(
+                Op::File(FileOp {
+                    base: None,
+                    actions: vec![FileAction::Mkfile(MkfileAction {
+                        path: path.clone(),
+                        mode: 0o644,
+                        data: data.into_bytes(),
+                        owner: None,
+                        timestamp: None,
+                    })],
+                }),
+                vec![],
+                NodeMeta {
+                    description: "[internal] preparing inline document".into(),
+                    lines: Some((ins.start_line, ins.end_line)),
+                    ignore_cache: false,
+                },
+            );
+            let idx = input_index(&mut inputs, doc);
+            let mut a = CopyAction::new(Some(idx), path, dest.clone());
+            a.owner = owner.clone();
+            a.mode = mode.clone();
+            a.follow_symlinks = false;
+            a.dir_copy_contents = false;
+            a.allow_wildcard = false;
+            a.exclude_patterns = excludes.clone();
+            actions.push(FileAction::Copy(a));
+        }
+        msg.push_str(&format!(" {dest_raw} # buildkit"));
+
+        let text = uppercase_cmd(&self.display_text(&ins.original, &st.env, false));
+        let description = st.progress(&text);
+        let out = self.def.add(
+            Op::File(FileOp { base, actions }),
+            inputs,
+            NodeMeta {
+                description,
+                lines: Some((ins.start_line, ins.end_line)),
+                ignore_cache: false,
+            },
+        );
+        st.root = Some(out);
+        st.commit(msg, true);
+        Ok(())
+    }
+
+    pub(crate) fn workdir(
+        &mut self,
+        st: &mut StageState,
+        ins: &Instruction,
+        path: &str,
+    ) -> Result<(), FrontendError> {
+        let p = self.expand(path, &st.env, || self.ins_loc(ins))?;
+        let prev = st.image.config.working_dir.clone().unwrap_or_default();
+        let wd = workdir(&prev, &p);
+        st.image.config.working_dir = Some(wd.clone());
+        st.cwd = wd.clone();
+        let with_layer = wd != "/";
+        if with_layer {
+            let mut inputs = Vec::new();
+            let base = st.root.clone().map(|r| input_index(&mut inputs, r));
+            let text = uppercase_cmd(&self.display_text(&ins.original, &st.env, false));
+            let description = st.progress(&text);
+            let out = self.def.add(
+                Op::File(FileOp {
+                    base,
+                    actions: vec![FileAction::Mkdir(MkdirAction {
+                        path: wd.clone(),
+                        mode: 0o755,
+                        make_parents: true,
+                        owner: parse_chown(&st.user),
+                        timestamp: None,
+                    })],
+                }),
+                inputs,
+                NodeMeta {
+                    description,
+                    lines: Some((ins.start_line, ins.end_line)),
+                    ignore_cache: false,
+                },
+            );
+            st.root = Some(out);
+        }
+        st.commit(format!("WORKDIR {wd}"), with_layer);
+        Ok(())
+    }
+}
