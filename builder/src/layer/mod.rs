@@ -1,1 +1,179 @@
-//! layer
+//! Layers: an overlay upper dir → OCI layer tar → compressed blob in the content store (one
+//! pass, hashing the diff ID and the blob digest on the way, compressing on all cores), and the
+//! reverse: safely applying an untrusted layer tar into an empty snapshot dir.
+//!
+//! Everything here is blocking filesystem work: async callers run it under
+//! `tokio::task::spawn_blocking`.
+
+pub mod apply;
+pub mod compress;
+pub mod decompress;
+mod diff;
+mod safefs;
+pub mod tarwrite;
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use kiln_solver::llb::Digest;
+use tracing::debug;
+
+use crate::store::content::{ContentError, ContentStore};
+use compress::{Codec, HashingWriter, ParallelEncoder};
+use tarwrite::TarWriter;
+
+pub use apply::{apply_layer, ApplyStats};
+pub use decompress::{decompressor, detect_compression};
+
+pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
+pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
+pub const MEDIA_TYPE_DOCKER_LAYER_GZIP: &str = "application/vnd.docker.image.rootfs.diff.tar.gzip";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LayerError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("writing layer: {0}")]
+    Write(#[source] io::Error),
+    #[error(transparent)]
+    Content(#[from] ContentError),
+    #[error("invalid layer: {0}")]
+    Invalid(String),
+    #[error("layer entry {path:?} is unsafe: {reason}")]
+    Unsafe { path: String, reason: String },
+    #[error("layer entry {path:?}: {source}")]
+    Apply {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+pub type Result<T, E = LayerError> = std::result::Result<T, E>;
+
+/// Layer compression.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Compression {
+    #[default]
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd => MEDIA_TYPE_LAYER_ZSTD,
+            Compression::None => MEDIA_TYPE_LAYER_TAR,
+        }
+    }
+}
+
+/// Tuning for [`write_layer_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct LayerOptions {
+    pub compression: Compression,
+    /// gzip 1..=9 (default 6, as Go's DefaultCompression) or zstd 1..=22 (default 3).
+    pub level: Option<i32>,
+    /// Compression threads; 0 = one per core.
+    pub threads: usize,
+}
+
+impl Default for LayerOptions {
+    fn default() -> Self {
+        LayerOptions {
+            compression: Compression::Gzip,
+            level: None,
+            threads: 0,
+        }
+    }
+}
+
+/// A layer blob now in the content store.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerBlob {
+    /// sha256 of the uncompressed tar (goes into the image config's rootfs.diff_ids).
+    pub diff_id: Digest,
+    /// sha256 of the blob as stored (goes into the manifest).
+    pub digest: Digest,
+    /// Blob size in bytes.
+    pub size: u64,
+    pub media_type: String,
+}
+
+/// Turns an overlay upper dir into an OCI layer blob in `store`.
+pub fn write_layer(
+    upper: &Path,
+    store: &ContentStore,
+    compression: Compression,
+) -> Result<LayerBlob> {
+    write_layer_with(
+        upper,
+        store,
+        &LayerOptions {
+            compression,
+            ..LayerOptions::default()
+        },
+    )
+}
+
+/// [`write_layer`] with explicit level and thread count.
+pub fn write_layer_with(
+    upper: &Path,
+    store: &ContentStore,
+    opts: &LayerOptions,
+) -> Result<LayerBlob> {
+    let blob = store.writer()?;
+    let (blob, diff_id) = match opts.compression {
+        Compression::None => {
+            let (blob, diff_id) = tar_into(upper, diff::Mode::OverlayDiff, blob)?;
+            (blob, diff_id)
+        }
+        c => {
+            let codec = match c {
+                Compression::Zstd => Codec::Zstd {
+                    level: opts.level.unwrap_or(3),
+                },
+                _ => Codec::Gzip {
+                    level: opts.level.unwrap_or(6).clamp(0, 9) as u32,
+                },
+            };
+            let enc = ParallelEncoder::new(blob, codec, opts.threads).map_err(LayerError::Write)?;
+            let (enc, diff_id) = tar_into(upper, diff::Mode::OverlayDiff, enc)?;
+            (enc.finish().map_err(LayerError::Write)?, diff_id)
+        }
+    };
+    let desc = blob.commit(None)?;
+    debug!(diff_id = %diff_id, digest = %desc.digest, size = desc.size, "layer written");
+    Ok(LayerBlob {
+        diff_id,
+        digest: desc.digest,
+        size: desc.size,
+        media_type: opts.compression.media_type().to_string(),
+    })
+}
+
+/// Writes the tar of `root` into `out`, returning `out` and the tar's sha256.
+fn tar_into<W: Write>(root: &Path, mode: diff::Mode, out: W) -> Result<(W, Digest)> {
+    let mut tw = TarWriter::new(HashingWriter::new(out));
+    diff::write_tree(root, mode, &mut tw)?;
+    let hw = tw.finish().map_err(LayerError::Write)?;
+    let (out, digest, _) = hw.finish();
+    Ok((out, digest))
+}
+
+/// A plain tar of a whole filesystem tree (the `type=tar` exporter): no whiteout conversion,
+/// overlay xattrs dropped. Returns the tar's sha256.
+pub fn write_tree_tar(root: &Path, out: impl Write) -> Result<Digest> {
+    let (_, d) = tar_into(root, diff::Mode::Tree, out)?;
+    Ok(d)
+}
+
+#[cfg(test)]
+mod tests;
