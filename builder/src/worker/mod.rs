@@ -5,3 +5,5 @@ pub mod snapshot;
 pub mod image_source;
 #[cfg(feature = "engine")]
 pub mod ops;
+pub mod fileop;
+pub mod context;
