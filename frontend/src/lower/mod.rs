@@ -6,6 +6,7 @@ mod copy;
 mod dispatch;
 mod error;
 mod exec;
+mod stages;
 mod state;
 mod util;
 
@@ -114,7 +115,7 @@ pub async fn lower(
     lw.init_global_args(&parsed.meta_args)?;
     let infos = lw.stage_infos(parsed.stages)?;
     let target = lw.find_target(&infos)?;
-    let reachable = reachable(&infos, target);
+    let reachable = stages::reachable(&infos, target);
     lw.check_cycles(&infos)?;
     lw.done = vec![None; infos.len()];
 
@@ -122,8 +123,18 @@ pub async fn lower(
         if !reachable.contains(&i) {
             continue;
         }
-        let mut st = lw.init_stage(i, info, resolver).await?;
-        lw.prefetch_images(info, resolver).await?;
+        let (mut st, triggers) = lw.init_stage(i, info, &infos, resolver).await?;
+        let triggers = lw.parse_triggers(info, &triggers)?;
+        st.cmd_total += triggers.len();
+        lw.prefetch_images(&triggers, &info.platform, resolver)
+            .await?;
+        lw.prefetch_images(&info.stage.commands, &info.platform, resolver)
+            .await?;
+        st.in_onbuild = true;
+        for ins in &triggers {
+            lw.dispatch(i, &mut st, ins)?;
+        }
+        st.in_onbuild = false;
         for ins in &info.stage.commands {
             lw.dispatch(i, &mut st, ins)?;
         }
@@ -145,50 +156,6 @@ pub async fn lower(
         image: st.image,
         warnings: lw.warnings,
     })
-}
-
-/// Stages the target needs: its base chain and everything it copies from, transitively.
-fn reachable(infos: &[StageInfo], target: usize) -> BTreeSet<usize> {
-    let mut seen = BTreeSet::new();
-    let mut todo = vec![target];
-    while let Some(i) = todo.pop() {
-        if !seen.insert(i) {
-            continue;
-        }
-        if let Base::Stage(b) = infos[i].base {
-            todo.push(b);
-        }
-        todo.extend(infos[i].deps.iter().copied());
-    }
-    seen
-}
-
-fn parse_platform(s: &str, default: &Platform) -> Option<Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    let p = match parts.as_slice() {
-        [one] if ["linux", "windows", "darwin", "freebsd"].contains(one) => Platform {
-            os: one.to_string(),
-            architecture: default.architecture.clone(),
-            variant: default.variant.clone(),
-        },
-        [arch] => Platform {
-            os: "linux".into(),
-            architecture: arch.to_string(),
-            variant: None,
-        },
-        [os, arch] => Platform {
-            os: os.to_string(),
-            architecture: arch.to_string(),
-            variant: None,
-        },
-        [os, arch, variant] => Platform {
-            os: os.to_string(),
-            architecture: arch.to_string(),
-            variant: Some(variant.to_string()),
-        },
-        _ => return None,
-    };
-    (!p.os.is_empty() && !p.architecture.is_empty()).then_some(p)
 }
 
 impl<'a> Lowering<'a> {
@@ -311,193 +278,14 @@ impl<'a> Lowering<'a> {
         Ok(())
     }
 
-    /// Expands each stage's base and platform, and finds what each stage depends on.
-    fn stage_infos(&mut self, stages: Vec<Stage>) -> Result<Vec<StageInfo>, FrontendError> {
-        let mut infos: Vec<StageInfo> = Vec::new();
-        let mut image_refs = 0;
-        for (i, stage) in stages.into_iter().enumerate() {
-            let loc = || self.loc(stage.start_line, stage.end_line);
-            let base_name = self.expand(&stage.base, &self.global_args, loc)?;
-            if base_name.is_empty() {
-                return Err(FrontendError::Invalid {
-                    location: loc(),
-                    message: format!("base name ({}) should not be blank", stage.base),
-                });
-            }
-            let platform = match &stage.platform {
-                None => self.req.platform.clone(),
-                Some(p) => {
-                    let v = self.expand(p, &self.global_args, loc)?;
-                    parse_platform(&v, &self.req.platform).ok_or_else(|| {
-                        FrontendError::Invalid {
-                            location: loc(),
-                            message: format!(
-                                "failed to parse platform {p}: {v:?} is not a valid platform"
-                            ),
-                        }
-                    })?
-                }
-            };
-            let base = if base_name == "scratch" {
-                Base::Scratch
-            } else if let Some(b) = infos
-                .iter()
-                .position(|s| s.stage.name.as_deref() == Some(base_name.as_str()))
-            {
-                Base::Stage(b)
-            } else {
-                Base::Image(base_name.clone())
-            };
-            let mut deps = BTreeSet::new();
-            let mut total = usize::from(matches!(base, Base::Image(_)));
-            for ins in &stage.commands {
-                match &ins.command {
-                    Command::Copy(c) | Command::Add(c) => {
-                        total += 1;
-                        if let Some(from) = &c.from {
-                            match self.stage_ref(from, ins)? {
-                                Some(s) => {
-                                    deps.insert(s);
-                                }
-                                None => image_refs += 1,
-                            }
-                        }
-                    }
-                    Command::Run(r) => {
-                        total += 1;
-                        for m in &r.mounts {
-                            let parsed = instructions::parse_mount(m, &|v| Ok(v.to_string()))
-                                .map_err(|e| FrontendError::Instruction {
-                                    location: self.ins_loc(ins),
-                                    message: e,
-                                })?;
-                            if let Some(from) = &parsed.from {
-                                if let Some(s) = self.stage_ref(from, ins)? {
-                                    deps.insert(s);
-                                }
-                            }
-                        }
-                    }
-                    Command::Workdir(_) => total += 1,
-                    _ => {}
-                }
-            }
-            infos.push(StageInfo {
-                progress_name: stage.name.clone().unwrap_or_else(|| format!("stage-{i}")),
-                stage,
-                base,
-                platform,
-                deps,
-                cmd_total: total,
-            });
-        }
-        // A lone stage has no name in progress output.
-        if infos.len() == 1 && image_refs == 0 {
-            infos[0].progress_name.clear();
-        }
-        Ok(infos)
-    }
-
-    /// Resolves `--from=<name|index>` to a stage index; `None` = an image reference.
-    pub(crate) fn stage_ref(
-        &self,
-        from: &str,
-        ins: &Instruction,
-    ) -> Result<Option<usize>, FrontendError> {
-        if from.contains('$') {
-            return Err(FrontendError::Invalid {
-                location: self.ins_loc(ins),
-                message: "variable expansion is not supported for --from, define a new stage with FROM using ARG from global scope as a workaround".into(),
-            });
-        }
-        if let Ok(idx) = from.parse::<usize>() {
-            if idx >= self.stage_names.len() {
-                return Err(FrontendError::Invalid {
-                    location: self.ins_loc(ins),
-                    message: format!("invalid stage index {idx}"),
-                });
-            }
-            return Ok(Some(idx));
-        }
-        let lower = from.to_lowercase();
-        Ok(self
-            .stage_names
-            .iter()
-            .position(|n| n.as_deref() == Some(lower.as_str())))
-    }
-
-    fn find_target(&self, infos: &[StageInfo]) -> Result<usize, FrontendError> {
-        let Some(t) = &self.req.target else {
-            return Ok(infos.len() - 1);
-        };
-        let lower = t.to_lowercase();
-        if let Some(i) = infos
-            .iter()
-            .position(|s| s.stage.name.as_deref() == Some(lower.as_str()))
-        {
-            return Ok(i);
-        }
-        let names: Vec<&str> = infos
-            .iter()
-            .filter_map(|s| s.stage.name.as_deref())
-            .collect();
-        let suggestion = instructions::closest_name(&lower, names)
-            .map(|s| format!(" (did you mean {s}?)"))
-            .unwrap_or_default();
-        Err(FrontendError::TargetNotFound {
-            target: t.clone(),
-            suggestion,
-        })
-    }
-
-    /// A stage that (transitively) reads from itself can't be built.
-    fn check_cycles(&self, infos: &[StageInfo]) -> Result<(), FrontendError> {
-        fn visit(
-            i: usize,
-            infos: &[StageInfo],
-            path: &mut Vec<usize>,
-            done: &mut BTreeSet<usize>,
-        ) -> Option<usize> {
-            if path.contains(&i) {
-                return Some(i);
-            }
-            if done.contains(&i) {
-                return None;
-            }
-            path.push(i);
-            let mut next: Vec<usize> = infos[i].deps.iter().copied().collect();
-            if let Base::Stage(b) = infos[i].base {
-                next.push(b);
-            }
-            for n in next {
-                if let Some(c) = visit(n, infos, path, done) {
-                    return Some(c);
-                }
-            }
-            path.pop();
-            done.insert(i);
-            None
-        }
-        let mut done = BTreeSet::new();
-        for i in 0..infos.len() {
-            if let Some(c) = visit(i, infos, &mut Vec::new(), &mut done) {
-                let s = &infos[c].stage;
-                return Err(FrontendError::CircularDependency {
-                    location: self.loc(s.start_line, s.end_line),
-                    stage: s.name.clone().unwrap_or_else(|| format!("stage-{c}")),
-                });
-            }
-        }
-        Ok(())
-    }
-
     /// The starting state of a stage: its base stage's state, an image, or scratch.
     async fn init_stage(
         &mut self,
         index: usize,
         info: &StageInfo,
+        infos: &[StageInfo],
         resolver: &dyn ImageMetaResolver,
-    ) -> Result<StageState, FrontendError> {
+    ) -> Result<(StageState, Vec<String>), FrontendError> {
         let s = &info.stage;
         match &info.base {
             Base::Scratch => {
@@ -507,13 +295,14 @@ impl<'a> Lowering<'a> {
                     variant: info.platform.variant.clone(),
                     ..Default::default()
                 };
-                Ok(StageState::new(
+                let st = StageState::new(
                     None,
                     image,
                     &info.platform,
                     info.progress_name.clone(),
                     info.cmd_total,
-                ))
+                );
+                Ok((st, Vec::new()))
             }
             Base::Stage(b) => {
                 let Some(base) = self.done.get(*b).and_then(|d| d.clone()) else {
@@ -528,7 +317,17 @@ impl<'a> Lowering<'a> {
                 st.progress_name = info.progress_name.clone();
                 st.cmd_index = 0;
                 st.cmd_total = info.cmd_total;
-                Ok(st)
+                // The base stage's own ONBUILD instructions run here (BuildKit).
+                let triggers = infos[*b]
+                    .stage
+                    .commands
+                    .iter()
+                    .filter_map(|c| match &c.command {
+                        Command::Onbuild(e) => Some(e.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                Ok((st, triggers))
             }
             Base::Image(name) => {
                 let resolved = resolver
@@ -548,18 +347,8 @@ impl<'a> Lowering<'a> {
                 );
                 let description = st.progress(&format!("FROM {}", resolved.reference));
                 st.root = self.image_node(&resolved, &info.platform, description, s);
-                if let Some(triggers) = &st.image.config.on_build {
-                    if !triggers.is_empty() {
-                        self.warnings.push(format!(
-                            "{}:{}: ONBUILD triggers of {name} are not executed yet: {}",
-                            self.req.filename,
-                            s.start_line,
-                            triggers.join("; ")
-                        ));
-                    }
-                }
-                st.image.config.on_build = None;
-                Ok(st)
+                let triggers = st.image.config.on_build.take().unwrap_or_default();
+                Ok((st, triggers))
             }
         }
     }
@@ -594,10 +383,11 @@ impl<'a> Lowering<'a> {
     /// Resolves the images this stage reads with `COPY --from=<image>` / `from=<image>`.
     async fn prefetch_images(
         &mut self,
-        info: &StageInfo,
+        commands: &[Instruction],
+        platform: &Platform,
         resolver: &dyn ImageMetaResolver,
     ) -> Result<(), FrontendError> {
-        for ins in &info.stage.commands {
+        for ins in commands {
             let mut froms = Vec::new();
             match &ins.command {
                 Command::Copy(c) => froms.extend(c.from.clone()),
@@ -615,7 +405,7 @@ impl<'a> Lowering<'a> {
                     continue;
                 }
                 let resolved = resolver
-                    .resolve_image_config(&from, &info.platform)
+                    .resolve_image_config(&from, platform)
                     .await
                     .map_err(|message| FrontendError::BaseImage {
                         location: self.ins_loc(ins),
@@ -625,7 +415,7 @@ impl<'a> Lowering<'a> {
                 let input = self.def.add(
                     Op::Source(SourceOp::Image {
                         reference: resolved.reference.clone(),
-                        platform: info.platform.clone(),
+                        platform: platform.clone(),
                     }),
                     vec![],
                     NodeMeta {

@@ -27,6 +27,8 @@ pub(crate) struct StageState {
     pub progress_name: String,
     pub cmd_index: usize,
     pub cmd_total: usize,
+    /// Dispatching the base's ONBUILD triggers (progress names say so).
+    pub in_onbuild: bool,
 }
 
 impl StageState {
@@ -63,6 +65,7 @@ impl StageState {
             progress_name,
             cmd_index: 0,
             cmd_total,
+            in_onbuild: false,
         }
     }
 
@@ -108,10 +111,11 @@ impl StageState {
             out.push_str(&self.progress_name);
             out.push(' ');
         }
-        out.push_str(&format!(
-            "{:>width$}/{}] {text}",
-            self.cmd_index, self.cmd_total
-        ));
+        out.push_str(&format!("{:>width$}/{}] ", self.cmd_index, self.cmd_total));
+        if self.in_onbuild {
+            out.push_str("ONBUILD ");
+        }
+        out.push_str(text);
         out
     }
 

@@ -389,3 +389,19 @@ fn heredoc_run_and_copy() {
     };
     assert_eq!(mk.data, b"hi v\n");
 }
+
+#[test]
+fn onbuild_triggers_run_in_the_child_stage() {
+    let p = plan("FROM busybox AS base\nONBUILD ENV T=yes\nONBUILD WORKDIR /trig\nRUN echo base\nFROM base\nRUN echo child\n");
+    assert_eq!(p.image.config.on_build, None);
+    assert_eq!(p.image.config.working_dir.as_deref(), Some("/trig"));
+    let e = exec_of(root_node(&p));
+    assert!(e.meta.env.contains(&"T=yes".to_string()));
+    assert_eq!(e.meta.cwd, "/trig");
+    let wd = &root_node(&p).inputs[0];
+    assert_eq!(
+        meta(&p, wd).description,
+        "[stage-1 1/3] ONBUILD WORKDIR /trig"
+    );
+    assert_eq!(meta(&p, wd).lines, Some((5, 5)));
+}
