@@ -19,6 +19,7 @@ struct Req {
     /// Path and query.
     target: String,
     authorization: Option<String>,
+    range: Option<String>,
     /// How many times this exact path (without query) was requested, this one included.
     nth: usize,
 }
@@ -27,6 +28,8 @@ struct Resp {
     status: u16,
     headers: Vec<(String, String)>,
     body: Vec<u8>,
+    /// Announce the whole body but send only this many bytes, then hang up.
+    truncate: Option<usize>,
 }
 
 fn resp(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
@@ -37,6 +40,7 @@ fn resp(status: u16, headers: &[(&str, &str)], body: &[u8]) -> Resp {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect(),
         body: body.to_vec(),
+        truncate: None,
     }
 }
 
@@ -78,10 +82,18 @@ impl Mock {
                         .and_then(|l| l.split(' ').nth(1))
                         .unwrap_or("")
                         .to_string();
-                    let authorization = lines
+                    let headers: Vec<(String, String)> = lines
                         .filter_map(|l| l.split_once(':'))
-                        .find(|(k, _)| k.eq_ignore_ascii_case("authorization"))
-                        .map(|(_, v)| v.trim().to_string());
+                        .map(|(k, v)| (k.to_ascii_lowercase(), v.trim().to_string()))
+                        .collect();
+                    let header = |name: &str| {
+                        headers
+                            .iter()
+                            .find(|(k, _)| k == name)
+                            .map(|(_, v)| v.clone())
+                    };
+                    let authorization = header("authorization");
+                    let range = header("range");
                     let path = target.split('?').next().unwrap_or("").to_string();
                     let nth = {
                         let mut c = counts.lock().unwrap();
@@ -92,6 +104,7 @@ impl Mock {
                     let req = Req {
                         target,
                         authorization,
+                        range,
                         nth,
                     };
                     log.lock().unwrap().push(req.clone());
@@ -106,7 +119,8 @@ impl Mock {
                     }
                     out.push_str("\r\n");
                     let _ = sock.write_all(out.as_bytes()).await;
-                    let _ = sock.write_all(&r.body).await;
+                    let body = &r.body[..r.truncate.unwrap_or(r.body.len()).min(r.body.len())];
+                    let _ = sock.write_all(body).await;
                     let _ = sock.shutdown().await;
                 });
             }
@@ -428,4 +442,57 @@ async fn oversized_manifest_is_refused() {
         matches!(e, RegistryError::TooLarge { limit: 4096, .. }),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn broken_blob_download_resumes_with_range() {
+    let f = Arc::new(fixture());
+    let f2 = f.clone();
+    let mock = Mock::start(move |req, _| {
+        let blob = format!("/v2/lib/app/blobs/{}", f2.layer_digest);
+        if req.target != blob {
+            return serve(&f2, req);
+        }
+        let len = f2.layer.len();
+        match (req.nth, req.range.as_deref()) {
+            // First attempt dies after 10 bytes.
+            (1, None) => {
+                let mut r = resp(200, &[], &f2.layer);
+                r.truncate = Some(10);
+                r
+            }
+            // Second: the server honours the range but breaks again after 5 more bytes.
+            (2, Some("bytes=10-")) => {
+                let cr = format!("bytes 10-{}/{len}", len - 1);
+                let mut r = resp(206, &[("Content-Range", &cr)], &f2.layer[10..]);
+                r.truncate = Some(5);
+                r
+            }
+            // Third: a server that ignores Range sends everything again.
+            (3, Some("bytes=15-")) => resp(200, &[], &f2.layer),
+            _ => resp(500, &[], b"unexpected request"),
+        }
+    })
+    .await;
+    let c = client(3);
+    let r = Reference::parse(&format!("{}/lib/app:v1", mock.host)).unwrap();
+    let img = c.resolve(&r, &amd64()).await.unwrap();
+    assert_eq!(drain(&c, &r, &img.layers[0]).await.unwrap(), f.layer);
+    let path = format!("/v2/lib/app/blobs/{}", f.layer_digest);
+    assert_eq!(mock.hits(&path).len(), 3);
+
+    // With no retries allowed, the break surfaces as a transport error.
+    let mock = Mock::start(move |req, _| {
+        let mut r = serve(&f, req);
+        if req.target.ends_with(&f.layer_digest.to_string()) {
+            r.truncate = Some(3);
+        }
+        r
+    })
+    .await;
+    let c = client(0);
+    let r = Reference::parse(&format!("{}/lib/app:v1", mock.host)).unwrap();
+    let img = c.resolve(&r, &amd64()).await.unwrap();
+    let e = drain(&c, &r, &img.layers[0]).await.unwrap_err();
+    assert!(matches!(e, RegistryError::Transport { .. }), "{e}");
 }

@@ -1,13 +1,13 @@
 //! Blob downloads as streams, with size (always) and digest (on request) checks.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use reqwest::header::CONTENT_LENGTH;
-use reqwest::Response;
+use reqwest::header::{HeaderMap, HeaderValue, CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use reqwest::{Response, StatusCode};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tracing::warn;
 
 use super::RegistryClient;
 use crate::digest::{Digest, Verifier};
@@ -90,9 +90,8 @@ impl RegistryClient {
         verify: bool,
     ) -> Result<BlobStream> {
         let ctx = blob_ctx(r, &desc.digest);
-        let resp = self
-            .get(r, &format!("blobs/{}", desc.digest), None, &ctx)
-            .await?;
+        let path = format!("blobs/{}", desc.digest);
+        let resp = self.get(r, &path, None, &ctx).await?;
         if let Some(len) = content_length(&resp) {
             if len != desc.size {
                 return Err(RegistryError::SizeMismatch {
@@ -103,16 +102,24 @@ impl RegistryClient {
             }
         }
         let url = resp.url().to_string();
-        Ok(Box::pin(Checked {
+        let reader = Reader {
             inner: Box::pin(resp.bytes_stream()),
             verifier: verify.then(|| Verifier::new(desc.digest.algorithm())),
             expected: desc.digest.clone(),
             size: desc.size,
             seen: 0,
+            skip: 0,
             ctx,
             url,
             done: false,
-        }))
+            resume: Some(Resume {
+                client: self.clone(),
+                reference: r.clone(),
+                path,
+                left: self.config.max_retries,
+            }),
+        };
+        Ok(reader.into_stream())
     }
 }
 
@@ -173,22 +180,40 @@ pub(crate) async fn read_limited(
     Ok(buf.freeze())
 }
 
-/// Passes bytes through while counting (and optionally hashing) them.
-struct Checked {
+/// How a broken download is continued: a ranged GET from where it stopped.
+struct Resume {
+    client: RegistryClient,
+    reference: Reference,
+    path: String,
+    left: u32,
+}
+
+/// Passes bytes through while counting (and optionally hashing) them, resuming after a
+/// connection breaks mid-body.
+struct Reader {
     inner: RawStream,
     verifier: Option<Verifier>,
     expected: Digest,
     size: u64,
     seen: u64,
+    /// Bytes still to drop from a restarted response when the server ignored our Range.
+    skip: u64,
     ctx: ErrorContext,
     url: String,
     done: bool,
+    resume: Option<Resume>,
 }
 
-impl Checked {
-    fn fail(&mut self, e: RegistryError) -> Poll<Option<Result<Bytes>>> {
+impl Reader {
+    fn into_stream(self) -> BlobStream {
+        Box::pin(futures::stream::unfold(self, |mut r| async move {
+            r.next_item().await.map(|item| (item, r))
+        }))
+    }
+
+    fn fail(&mut self, e: RegistryError) -> Option<Result<Bytes>> {
         self.done = true;
-        Poll::Ready(Some(Err(e)))
+        Some(Err(e))
     }
 
     fn size_error(&self, actual: u64) -> RegistryError {
@@ -198,58 +223,110 @@ impl Checked {
             actual,
         }
     }
-}
 
-impl Stream for Checked {
-    type Item = Result<Bytes>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
+    async fn next_item(&mut self) -> Option<Result<Bytes>> {
+        if self.done {
+            return None;
         }
-        match this.inner.as_mut().poll_next(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(chunk))) => {
-                this.seen += chunk.len() as u64;
-                if this.seen > this.size {
-                    // Untrusted server: stop reading at once rather than fill a disk.
-                    let e = this.size_error(this.seen);
-                    return this.fail(e);
-                }
-                if let Some(v) = this.verifier.as_mut() {
-                    v.update(&chunk);
-                }
-                Poll::Ready(Some(Ok(chunk)))
-            }
-            Poll::Ready(Some(Err(source))) => {
-                let e = RegistryError::Transport {
-                    ctx: Box::new(this.ctx.clone()),
-                    url: this.url.clone(),
-                    source,
-                };
-                this.fail(e)
-            }
-            Poll::Ready(None) => {
-                if this.seen != this.size {
-                    let e = this.size_error(this.seen);
-                    return this.fail(e);
-                }
-                if let Some(v) = this.verifier.take() {
-                    let actual = v.finish();
-                    if actual != this.expected {
-                        let e = RegistryError::DigestMismatch {
-                            ctx: Box::new(this.ctx.clone()),
-                            expected: this.expected.clone(),
-                            actual,
-                        };
-                        return this.fail(e);
+        loop {
+            match self.inner.next().await {
+                Some(Ok(mut chunk)) => {
+                    if self.skip > 0 {
+                        let n = self.skip.min(chunk.len() as u64);
+                        chunk = chunk.slice(n as usize..);
+                        self.skip -= n;
                     }
+                    if chunk.is_empty() {
+                        continue;
+                    }
+                    self.seen += chunk.len() as u64;
+                    if self.seen > self.size {
+                        // Untrusted server: stop reading at once rather than fill a disk.
+                        let e = self.size_error(self.seen);
+                        return self.fail(e);
+                    }
+                    if let Some(v) = self.verifier.as_mut() {
+                        v.update(&chunk);
+                    }
+                    return Some(Ok(chunk));
                 }
-                this.done = true;
-                Poll::Ready(None)
+                Some(Err(source)) => match self.try_resume(&source).await {
+                    Ok(true) => continue,
+                    Ok(false) => {
+                        let e = RegistryError::Transport {
+                            ctx: Box::new(self.ctx.clone()),
+                            url: self.url.clone(),
+                            source,
+                        };
+                        return self.fail(e);
+                    }
+                    Err(e) => return self.fail(e),
+                },
+                None => {
+                    if self.seen != self.size {
+                        let e = self.size_error(self.seen);
+                        return self.fail(e);
+                    }
+                    self.done = true;
+                    if let Some(v) = self.verifier.take() {
+                        let actual = v.finish();
+                        if actual != self.expected {
+                            return Some(Err(RegistryError::DigestMismatch {
+                                ctx: Box::new(self.ctx.clone()),
+                                expected: self.expected.clone(),
+                                actual,
+                            }));
+                        }
+                    }
+                    return None;
+                }
             }
         }
+    }
+
+    /// Reopens the download at `seen` after a mid-body failure. Ok(false): no resumes left.
+    async fn try_resume(&mut self, cause: &reqwest::Error) -> Result<bool> {
+        let Some(res) = self.resume.as_mut() else {
+            return Ok(false);
+        };
+        if res.left == 0 {
+            return Ok(false);
+        }
+        res.left -= 1;
+        warn!(url = %self.url, error = %cause, offset = self.seen, "blob download broke; resuming");
+        tokio::time::sleep(res.client.config.retry_base_delay).await;
+        let mut headers = HeaderMap::new();
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes={}-", self.seen)) {
+            headers.insert(RANGE, v);
+        }
+        let resp = res
+            .client
+            .get_with(&res.reference, &res.path, &headers, &self.ctx)
+            .await?;
+        if resp.status() == StatusCode::PARTIAL_CONTENT {
+            let start = resp
+                .headers()
+                .get(CONTENT_RANGE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("bytes "))
+                .and_then(|v| v.split('-').next())
+                .and_then(|v| v.parse::<u64>().ok());
+            if start != Some(self.seen) {
+                return Err(RegistryError::InvalidContent {
+                    ctx: Box::new(self.ctx.clone()),
+                    reason: format!(
+                        "resuming at byte {} got a response for another range",
+                        self.seen
+                    ),
+                });
+            }
+            self.skip = 0;
+        } else {
+            // The server ignored Range: read from the start and drop what we already have.
+            self.skip = self.seen;
+        }
+        self.inner = Box::pin(resp.bytes_stream());
+        Ok(true)
     }
 }
 
@@ -258,9 +335,9 @@ mod tests {
     use super::*;
     use futures::stream;
 
-    fn checked(chunks: Vec<&'static [u8]>, expected: &[u8], size: u64, verify: bool) -> Checked {
+    fn checked(chunks: Vec<&'static [u8]>, expected: &[u8], size: u64, verify: bool) -> Reader {
         let digest = Digest::sha256_of(expected);
-        Checked {
+        Reader {
             inner: Box::pin(stream::iter(
                 chunks.into_iter().map(|c| Ok(Bytes::from_static(c))),
             )),
@@ -268,6 +345,7 @@ mod tests {
             expected: digest.clone(),
             size,
             seen: 0,
+            skip: 0,
             ctx: ErrorContext {
                 op: Operation::GetBlob,
                 registry: "r".into(),
@@ -276,11 +354,12 @@ mod tests {
             },
             url: "http://r/v2/x/blobs".into(),
             done: false,
+            resume: None,
         }
     }
 
-    async fn collect(s: Checked) -> (Vec<u8>, Option<RegistryError>) {
-        let mut s = Box::pin(s);
+    async fn collect(s: Reader) -> (Vec<u8>, Option<RegistryError>) {
+        let mut s = s.into_stream();
         let mut out = Vec::new();
         while let Some(item) = s.next().await {
             match item {

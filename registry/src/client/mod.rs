@@ -77,12 +77,12 @@ impl fmt::Debug for RegistryConfig {
     }
 }
 
-/// A registry client. Cheap to share (`Arc` it); connection pools, pings and tokens are
-/// cached inside.
+/// A registry client. Cheap to clone (clones share the connection pool, pings and tokens).
+#[derive(Clone)]
 pub struct RegistryClient {
     http: reqwest::Client,
-    config: RegistryConfig,
-    auth: Authenticator,
+    config: Arc<RegistryConfig>,
+    auth: Arc<Authenticator>,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -101,8 +101,12 @@ impl RegistryClient {
             .read_timeout(config.read_timeout)
             .build()
             .map_err(RegistryError::Client)?;
-        let auth = Authenticator::new(config.credentials.clone());
-        Ok(RegistryClient { http, config, auth })
+        let auth = Arc::new(Authenticator::new(config.credentials.clone()));
+        Ok(RegistryClient {
+            http,
+            config: Arc::new(config),
+            auth,
+        })
     }
 
     pub fn config(&self) -> &RegistryConfig {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER, WWW_AUTHENTICATE};
+use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Response, StatusCode};
 use tracing::{debug, warn};
 
@@ -27,6 +27,21 @@ impl RegistryClient {
         accept: Option<&str>,
         ctx: &ErrorContext,
     ) -> Result<Response> {
+        let mut headers = HeaderMap::new();
+        if let Some(a) = accept.and_then(|a| HeaderValue::from_str(a).ok()) {
+            headers.insert(ACCEPT, a);
+        }
+        self.get_with(r, path, &headers, ctx).await
+    }
+
+    /// [`Self::get`] with arbitrary extra request headers (Range for resumed downloads).
+    pub(crate) async fn get_with(
+        &self,
+        r: &Reference,
+        path: &str,
+        headers: &HeaderMap,
+        ctx: &ErrorContext,
+    ) -> Result<Response> {
         let base = self.base_url(r);
         let url = format!("{base}/v2/{}/{path}", r.repository());
         let scope = pull_scope(r.repository());
@@ -43,7 +58,7 @@ impl RegistryClient {
         };
 
         let mut resp = self
-            .send_retrying(&url, accept, authz.as_ref(), ctx)
+            .send_retrying(&url, headers, authz.as_ref(), ctx)
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             // The token may have expired early, or the registry wants another scope/scheme than
@@ -57,7 +72,7 @@ impl RegistryClient {
                 authz = self.auth.authorize(&self.http, c, &scope, ctx).await?;
                 if authz.is_some() {
                     resp = self
-                        .send_retrying(&url, accept, authz.as_ref(), ctx)
+                        .send_retrying(&url, headers, authz.as_ref(), ctx)
                         .await?;
                 }
             }
@@ -78,7 +93,9 @@ impl RegistryClient {
             repository: String::new(),
             ..ctx.clone()
         };
-        let resp = self.send_retrying(&url, None, None, &ping_ctx).await?;
+        let resp = self
+            .send_retrying(&url, &HeaderMap::new(), None, &ping_ctx)
+            .await?;
         let status = resp.status();
         let challenge = if status == StatusCode::UNAUTHORIZED {
             preferred_challenge(resp.headers())
@@ -96,16 +113,13 @@ impl RegistryClient {
     async fn send_retrying(
         &self,
         url: &str,
-        accept: Option<&str>,
+        headers: &HeaderMap,
         authz: Option<&Authorization>,
         ctx: &ErrorContext,
     ) -> Result<Response> {
         let mut attempt = 0u32;
         loop {
-            let mut rb = self.http.get(url);
-            if let Some(a) = accept {
-                rb = rb.header(ACCEPT, a);
-            }
+            let mut rb = self.http.get(url).headers(headers.clone());
             if let Some(a) = authz {
                 rb = a.apply(rb);
             }
@@ -182,7 +196,6 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use reqwest::header::HeaderValue;
 
     #[test]
     fn retry_policy() {
