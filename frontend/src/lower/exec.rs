@@ -1,8 +1,8 @@
 //! RUN → an exec op over the stage's root, with its `--mount`s, network and security mode.
 
 use kiln_solver::llb::{
-    CacheSharing, ExecMeta, ExecOp, Input, Mount, MountKind, NetMode, NodeMeta, Op, SecretEnv,
-    SecretMount, SecurityMode,
+    CacheSharing, ExecMeta, ExecOp, FileAction, FileOp, Input, MkfileAction, Mount, MountKind,
+    NetMode, NodeMeta, Op, SecretEnv, SecretMount, SecurityMode,
 };
 
 use super::dispatch::with_shell;
@@ -19,6 +19,18 @@ pub(crate) fn input_index(inputs: &mut Vec<Input>, input: Input) -> usize {
             inputs.push(input);
             inputs.len() - 1
         }
+    }
+}
+
+/// The first line of a heredoc body, `...` when there is more (progress names).
+fn summarize(doc: &str) -> String {
+    let doc = doc.trim();
+    let mut lines = doc.lines();
+    let first = lines.next().unwrap_or_default().to_string();
+    if lines.next().is_some() {
+        format!("{first}...")
+    } else {
+        first
     }
 }
 
@@ -49,16 +61,45 @@ impl Lowering<'_> {
         cmd: &RunCmd,
     ) -> Result<(), FrontendError> {
         let mut args = cmd.cmd.args.clone();
+        let mut summary = None;
+        // A `RUN <<EOF` whose body starts with `#!` runs as a script file mounted from an
+        // inline document (BuildKit); `(input, name)` of that document.
+        let mut script: Option<(Input, String)> = None;
         if !cmd.cmd.files.is_empty() && cmd.cmd.prepend_shell {
             let only_heredoc = cmd.cmd.files.len() == 1
                 && args.len() == 1
                 && crate::parser::parse_heredoc_word(args[0].trim()).is_some();
             let first = &cmd.cmd.files[0];
-            if only_heredoc && !first.body().starts_with("#!") {
-                // `RUN <<EOF`: the body is the script, run by the shell.
-                args = vec![first.body()];
+            let body = first.body();
+            if only_heredoc {
+                summary = Some(summarize(&body));
+                if body.starts_with("#!") {
+                    let doc = self.def.add(
+                        Op::File(FileOp {
+                            base: None,
+                            actions: vec![FileAction::Mkfile(MkfileAction {
+                                path: clean(&format!("/{}", first.name)),
+                                mode: 0o755,
+                                data: body.into_bytes(),
+                                owner: None,
+                                timestamp: None,
+                            })],
+                        }),
+                        vec![],
+                        NodeMeta {
+                            description: "[internal] preparing inline document".into(),
+                            lines: Some((ins.start_line, ins.end_line)),
+                            ignore_cache: false,
+                        },
+                    );
+                    args = vec![clean(&format!("/dev/pipes/{}", first.name))];
+                    script = Some((doc, first.name.clone()));
+                } else {
+                    // The body is the script, run by the shell.
+                    args = vec![body];
+                }
             } else {
-                // Give the shell the heredocs back, as it can run them itself.
+                // Give the shell the heredocs back: it runs them itself.
                 let mut s = args.first().cloned().unwrap_or_default();
                 for f in &cmd.cmd.files {
                     s.push('\n');
@@ -82,6 +123,16 @@ impl Lowering<'_> {
             kind: MountKind::Bind,
         };
         let mut mounts = vec![root_mount];
+        if let Some((doc, _)) = script {
+            mounts.push(Mount {
+                input: Some(input_index(&mut inputs, doc)),
+                selector: "/".into(),
+                dest: "/dev/pipes".into(),
+                output: None,
+                readonly: true,
+                kind: MountKind::Bind,
+            });
+        }
         let mut secret_env = Vec::new();
         let mut env = st.env_strings();
         for raw in &cmd.mounts {
@@ -117,7 +168,10 @@ impl Lowering<'_> {
             Some("insecure") => SecurityMode::Insecure,
             _ => SecurityMode::Sandbox,
         };
-        let text = uppercase_cmd(&self.display_text(&ins.original, &st.env, true));
+        let mut text = uppercase_cmd(&self.display_text(&ins.original, &st.env, true));
+        if let Some(sum) = summary {
+            text.push_str(&format!(" ({sum})"));
+        }
         let description = st.progress(&text);
         let out = self.def.add(
             Op::Exec(ExecOp {

@@ -405,3 +405,25 @@ fn onbuild_triggers_run_in_the_child_stage() {
     );
     assert_eq!(meta(&p, wd).lines, Some((5, 5)));
 }
+
+#[test]
+fn heredoc_shebang_runs_as_a_file() {
+    let p = plan("FROM busybox\nRUN <<EOF\n#!/bin/sh\necho hi\nEOF\n");
+    let n = root_node(&p);
+    let e = exec_of(n);
+    assert_eq!(e.meta.args, vec!["/bin/sh", "-c", "/dev/pipes/EOF"]);
+    assert_eq!(e.mounts[1].dest, "/dev/pipes");
+    assert!(e.mounts[1].readonly);
+    let doc = p
+        .definition
+        .get(&n.inputs[e.mounts[1].input.unwrap()].digest)
+        .unwrap();
+    let FileAction::Mkfile(mk) = &file_of(doc).actions[0] else {
+        panic!()
+    };
+    assert_eq!((mk.path.as_str(), mk.mode), ("/EOF", 0o755));
+    assert_eq!(
+        meta(&p, p.root.as_ref().unwrap()).description,
+        "[2/2] RUN <<EOF (#!/bin/sh...)"
+    );
+}
