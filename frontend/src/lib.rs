@@ -10,5 +10,5 @@ pub mod resolver;
 pub mod shell;
 
 pub use image::ImageConfig;
-pub use lower::{lower, BuildPlan, BuildRequest, FrontendError};
+pub use lower::{lower, BuildPlan, BuildRequest, FrontendError, SourceLocation};
 pub use resolver::{ImageMetaResolver, ResolvedImage};

@@ -48,10 +48,8 @@ impl Lowering<'_> {
             Some(v) => Some(self.expand(v, &st.env, loc)?),
             None => None,
         };
-        let mut excludes = Vec::new();
-        for e in &c.excludes {
-            excludes.push(self.expand(e, &st.env, loc)?);
-        }
+        // As BuildKit: --exclude patterns are not expanded.
+        let excludes = c.excludes.clone();
         if c.checksum.is_some() {
             return Err(FrontendError::Unsupported {
                 location: loc(),
