@@ -86,7 +86,7 @@ pub enum RegistryError {
         status: u16,
         detail: String,
     },
-    #[error("{ctx}: {url}: {source}")]
+    #[error("{ctx}: {url}: {}", error_chain(.source))]
     Transport {
         ctx: Box<ErrorContext>,
         url: String,
@@ -212,6 +212,28 @@ impl RegistryError {
             },
         }
     }
+}
+
+/// The whole cause chain of an error on one line: reqwest's own message alone ("error sending
+/// request") hides what went wrong (connection refused, certificate unknown…).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let msg = c.to_string();
+        if !out.contains(&msg) {
+            out.push_str(": ");
+            out.push_str(&msg);
+        }
+        cur = c.source();
+    }
+    if out.contains("certificate") {
+        out.push_str(
+            " (if the registry uses a private CA, add it to the system trust store; \
+             or list the host as insecure to use plain HTTP)",
+        );
+    }
+    out
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

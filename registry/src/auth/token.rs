@@ -165,10 +165,12 @@ async fn fetch_token(
     };
 
     debug!(realm = %realm, service, scope, "fetching registry token");
-    let resp = request
-        .send()
-        .await
-        .map_err(|e| fail(None, format!("request failed: {e}")))?;
+    let resp = request.send().await.map_err(|e| {
+        fail(
+            None,
+            format!("request failed: {}", crate::error::error_chain(&e)),
+        )
+    })?;
     let status = resp.status();
     if !status.is_success() {
         let reason = match status.as_u16() {
