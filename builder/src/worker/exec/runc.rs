@@ -1,5 +1,6 @@
 //! [`Executor`] over the `runc` (or `crun`) binary: one OCI bundle and one container per run.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -124,7 +125,10 @@ struct Cleanup {
 
 impl Drop for Cleanup {
     fn drop(&mut self) {
-        delete_container(&self.binary, &self.state_root, &self.id);
+        // `runc run` deletes its container when it ends normally: only leftovers need a delete.
+        if self.state_root.join(&self.id).exists() {
+            delete_container(&self.binary, &self.state_root, &self.id);
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.bundle) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(bundle = %self.bundle.display(), error = %e, "bundle not removed");
@@ -248,7 +252,14 @@ impl Executor for RuncExecutor {
             bundle: bundle.clone(),
             root: None,
         };
-        std::fs::create_dir_all(&bundle)
+        if cancel.is_cancelled() {
+            return Err(ExecError::Cancelled);
+        }
+        // The bundle holds the environment (possibly secrets): root only.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&bundle)
             .map_err(|e| ExecError::io("creating bundle", &bundle, e))?;
         let prepared = {
             let (bundle, log) = (bundle.clone(), log.clone());

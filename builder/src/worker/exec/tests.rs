@@ -129,7 +129,7 @@ async fn user_cwd_env(binary: &str) {
     let ex = env.executor(binary);
     let mut spec = sh(
         &env,
-        "id; pwd; echo $FOO; echo oops >&2; echo $PATH; hostname",
+        "id; pwd; echo $FOO; echo oops >&2; echo $PATH; hostname; echo $HOME",
     );
     spec.user = "alice".into();
     spec.cwd = "/home/alice/work".into();
@@ -146,6 +146,7 @@ async fn user_cwd_env(binary: &str) {
     assert_eq!(lines[2], "bar baz");
     assert_eq!(lines[3], DEFAULT_PATH);
     assert_eq!(lines[4], DEFAULT_HOSTNAME);
+    assert_eq!(lines[5], "/home/alice", "HOME comes from /etc/passwd");
     assert_eq!(err, "oops\n");
     let md = std::fs::metadata(env.rootfs.join("home/alice/work")).unwrap();
     assert_eq!((md.uid(), md.gid(), md.mode() & 0o777), (1000, 1000, 0o755));
@@ -371,4 +372,56 @@ async fn cleanup_stale_removes_dead_owners_containers() {
     ex.cleanup_stale().unwrap();
     let left = env.leftovers();
     assert_eq!(left, vec![format!("kiln-{}-9", me.tag())]);
+}
+
+/// A RUN on an overlay snapshot: the upper dir (the layer) holds the command's output and
+/// the created cwd, and none of the runtime's mount stubs.
+#[tokio::test]
+async fn run_on_snapshot_leaves_clean_upper_dir() {
+    use crate::worker::snapshot::{OverlaySnapshotter, Snapshotter};
+    if !can_run() {
+        return;
+    }
+    let env = busybox_env();
+    let state = env.tmp.path().join("kiln");
+    let snaps =
+        OverlaySnapshotter::new(&state, &state.join("meta.db"), &state.join("run")).unwrap();
+    let base = snaps.prepare(None).unwrap();
+    let copied = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", env.rootfs.display()))
+        .arg(snaps.upper_dir(base.id()))
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let base = snaps.commit(base, None).unwrap();
+    let child = snaps.prepare(Some(base)).unwrap();
+    let mp = snaps.new_mountpoint().unwrap();
+    let mount = snaps.mount(&child, &mp).unwrap();
+    let ex = env.executor("runc");
+    let mut spec = sh(&env, "echo hi > out; cat /etc/hosts >/dev/null");
+    spec.rootfs = mp.clone();
+    spec.user = "alice".into();
+    spec.cwd = "/work".into();
+    let (r, _, err) = run(&ex, spec).await;
+    assert_eq!(r.unwrap(), ExitOutcome::Exited(0), "{err}");
+    drop(mount);
+    let upper = snaps.upper_dir(child.id());
+    let mut top: Vec<String> = std::fs::read_dir(&upper)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    top.sort();
+    // /etc was copied up when the runtime created the /etc/hosts stub in it.
+    assert!(top == ["etc", "work"] || top == ["work"], "{top:?}");
+    let etc: Vec<_> = std::fs::read_dir(upper.join("etc"))
+        .map(|d| d.count())
+        .into_iter()
+        .collect();
+    assert!(etc.is_empty() || etc == [0], "stubs in /etc: {etc:?}");
+    assert_eq!(
+        std::fs::read_to_string(upper.join("work/out")).unwrap(),
+        "hi\n"
+    );
+    snaps.commit(child, None).unwrap();
 }

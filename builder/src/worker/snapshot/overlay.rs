@@ -1,5 +1,6 @@
 //! The overlayfs snapshotter: `<root>/snapshots/<id>/{fs,work}` + a SQLite row per snapshot.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -24,6 +25,9 @@ impl OverlaySnapshotter {
         for dir in [&snapshots, &mounts] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| SnapshotError::io("creating directory", dir, e))?;
+            // Layers hold setuid binaries and secrets-adjacent files: host users stay out.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| SnapshotError::io("setting permissions of", dir, e))?;
         }
         Ok(OverlaySnapshotter {
             snapshots,
