@@ -1,8 +1,10 @@
 //! Typed instructions from the AST: flags parsed and validated, arguments checked. Values
 //! are kept as written; variable expansion happens during lowering, where the scope is known.
 
+mod copy;
 mod duration;
 mod flags;
+mod health;
 mod mount;
 mod suggest;
 
@@ -178,7 +180,7 @@ pub const INSTRUCTIONS: [&str; 18] = [
     "workdir",
 ];
 
-fn err(node: &Node, message: impl Into<String>) -> InstructionError {
+pub(crate) fn err(node: &Node, message: impl Into<String>) -> InstructionError {
     InstructionError {
         message: message.into(),
         start_line: node.start_line,
@@ -261,7 +263,7 @@ fn parse_from(node: &Node) -> Result<Stage, InstructionError> {
     })
 }
 
-fn no_flags(node: &Node) -> Result<(), InstructionError> {
+pub(crate) fn no_flags(node: &Node) -> Result<(), InstructionError> {
     Flags::new(&[])
         .parse(&node.flags)
         .map_err(|e| err(node, e))?;
@@ -281,7 +283,7 @@ fn exactly_one(node: &Node) -> Result<String, InstructionError> {
     }
 }
 
-fn at_least_one(node: &Node) -> Result<&[String], InstructionError> {
+pub(crate) fn at_least_one(node: &Node) -> Result<&[String], InstructionError> {
     match node.words() {
         [] => Err(err(
             node,
@@ -447,7 +449,7 @@ fn parse_command(node: &Node) -> Result<Command, InstructionError> {
             }
             Command::Volume(vols)
         }
-        "healthcheck" => parse_healthcheck(node)?,
+        "healthcheck" => health::parse_healthcheck(node)?,
         "onbuild" => {
             no_flags(node)?;
             let Args::Sub(sub) = &node.args else {
@@ -498,150 +500,6 @@ fn strip_keyword<'a>(s: &'a str, kw: &str) -> &'a str {
         Some(head) if head.eq_ignore_ascii_case(kw) => s[kw.len()..].trim_start(),
         _ => s,
     }
-}
-
-impl Command {
-    fn from_copy(node: &Node, add: bool) -> Result<Command, InstructionError> {
-        let what = if add { "ADD" } else { "COPY" };
-        let spec: &[(&'static str, FlagKind)] = if add {
-            &[
-                ("chown", FlagKind::String),
-                ("chmod", FlagKind::String),
-                ("link", FlagKind::Bool),
-                ("keep-git-dir", FlagKind::Bool),
-                ("checksum", FlagKind::String),
-                ("unpack", FlagKind::Bool),
-                ("exclude", FlagKind::Strings),
-            ]
-        } else {
-            &[
-                ("chown", FlagKind::String),
-                ("from", FlagKind::String),
-                ("chmod", FlagKind::String),
-                ("link", FlagKind::Bool),
-                ("exclude", FlagKind::Strings),
-                ("parents", FlagKind::Bool),
-            ]
-        };
-        let words = node.words();
-        if words.len() < 2 {
-            return Err(err(
-                node,
-                format!("{what} requires at least two arguments, but only one was provided. Destination could not be determined"),
-            ));
-        }
-        let f = Flags::new(spec)
-            .parse(&node.flags)
-            .map_err(|e| err(node, e))?;
-        let (dest, srcs) = words.split_last().unwrap_or((&words[0], &[]));
-        if parser::parse_heredoc_word(dest).is_some() {
-            return Err(err(
-                node,
-                format!("{what} cannot accept a heredoc as a destination"),
-            ));
-        }
-        let mut sources = Vec::new();
-        let mut heredocs = Vec::new();
-        for s in srcs {
-            match parser::parse_heredoc_word(s) {
-                Some(h) => {
-                    let found = node.heredocs.iter().find(|d| d.name == h.name);
-                    let data = found.map(|d| d.body()).unwrap_or_default();
-                    heredocs.push(HeredocSource {
-                        name: h.name,
-                        data,
-                        expand: h.expand,
-                    });
-                }
-                None => sources.push(s.clone()),
-            }
-        }
-        let cmd = CopyCmd {
-            sources,
-            heredocs,
-            dest: dest.clone(),
-            from: f.string("from"),
-            chown: f.string("chown"),
-            chmod: f.string("chmod"),
-            link: f.bool("link"),
-            parents: f.bool("parents"),
-            excludes: f.strings("exclude"),
-            checksum: f.string("checksum"),
-            keep_git_dir: f.bool_opt("keep-git-dir"),
-            unpack: f.bool_opt("unpack"),
-        };
-        Ok(if add {
-            Command::Add(cmd)
-        } else {
-            Command::Copy(cmd)
-        })
-    }
-}
-
-fn parse_healthcheck(node: &Node) -> Result<Command, InstructionError> {
-    let words = at_least_one(node)?;
-    let typ = words[0].to_uppercase();
-    let rest = &words[1..];
-    if typ == "NONE" {
-        if !rest.is_empty() {
-            return Err(err(node, "HEALTHCHECK NONE takes no arguments"));
-        }
-        no_flags(node)?;
-        return Ok(Command::Healthcheck(HealthCmd::None));
-    }
-    let f = Flags::new(&[
-        ("interval", FlagKind::String),
-        ("timeout", FlagKind::String),
-        ("start-period", FlagKind::String),
-        ("start-interval", FlagKind::String),
-        ("retries", FlagKind::String),
-    ])
-    .parse(&node.flags)
-    .map_err(|e| err(node, e))?;
-    if typ != "CMD" {
-        return Err(err(
-            node,
-            format!("Unknown type \"{typ}\" in HEALTHCHECK (try CMD)"),
-        ));
-    }
-    if rest.is_empty() {
-        return Err(err(node, "Missing command after HEALTHCHECK CMD"));
-    }
-    let mut test = vec![if node.json { "CMD" } else { "CMD-SHELL" }.to_string()];
-    test.extend(rest.iter().cloned());
-    let interval = |name: &str| -> Result<i64, InstructionError> {
-        let Some(v) = f.string(name) else {
-            return Ok(0);
-        };
-        let d = parse_duration_ns(&v).map_err(|e| err(node, e))?;
-        if d != 0 && d < 1_000_000 {
-            return Err(err(
-                node,
-                format!("Interval \"{name}\" cannot be less than 1ms"),
-            ));
-        }
-        Ok(d)
-    };
-    let retries = match f.string("retries") {
-        None => 0,
-        Some(v) => {
-            let r: i32 = v
-                .parse()
-                .map_err(|_| err(node, format!("invalid --retries value {v:?}")))?;
-            if r < 0 {
-                return Err(err(node, format!("--retries cannot be negative ({r})")));
-            }
-            i64::from(r)
-        }
-    };
-    Ok(Command::Healthcheck(HealthCmd::Check {
-        test,
-        interval: interval("interval")?,
-        timeout: interval("timeout")?,
-        start_period: interval("start-period")?,
-        start_interval: interval("start-interval")?,
-        retries,
-    }))
 }
 
 #[cfg(test)]
