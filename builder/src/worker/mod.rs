@@ -7,3 +7,4 @@ pub mod image_source;
 pub mod ops;
 pub mod fileop;
 pub mod context;
+pub mod checksum;

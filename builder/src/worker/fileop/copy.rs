@@ -36,20 +36,15 @@ pub fn copy(dest: &Root, src: Option<&SourceTree>, a: &CopyAction) -> Result<(),
     };
     let src_root = tree.open_root()?;
 
-    let srcs: Vec<String> = if a.allow_wildcard && has_wildcards(&a.src) {
-        let m = resolve_wildcards(&src_root, tree, &a.src, a.follow_symlinks)?;
-        if m.is_empty() {
-            if a.allow_empty_wildcard {
-                return Ok(());
-            }
-            return Err(FileOpError::NotFound {
-                path: a.src.clone(),
-            });
+    let srcs = select_sources(&src_root, tree, &a.src, a.allow_wildcard, a.follow_symlinks)?;
+    if srcs.is_empty() {
+        if a.allow_empty_wildcard {
+            return Ok(());
         }
-        m
-    } else {
-        vec![clean_rel(&a.src)]
-    };
+        return Err(FileOpError::NotFound {
+            path: a.src.clone(),
+        });
+    }
 
     let filter = CopyFilter::new(&a.include_patterns, &a.exclude_patterns)?;
     // Every source is looked at before anything is written.
@@ -138,6 +133,22 @@ fn mkdir_error(p: &str, e: std::io::Error) -> FileOpError {
         FileOpError::NotADirectory(format!("/{p}"))
     } else {
         FileOpError::io("mkdir", format!("/{p}"), e)
+    }
+}
+
+/// The source paths a COPY of `src` takes: the wildcard matches (maybe none), or `src`
+/// itself (cleaned, relative) when it has no wildcard.
+pub fn select_sources(
+    root: &Root,
+    tree: &SourceTree,
+    src: &str,
+    allow_wildcard: bool,
+    follow: bool,
+) -> Result<Vec<String>, FileOpError> {
+    if allow_wildcard && has_wildcards(src) {
+        resolve_wildcards(root, tree, src, follow)
+    } else {
+        Ok(vec![clean_rel(src)])
     }
 }
 

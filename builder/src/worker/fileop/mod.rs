@@ -20,6 +20,8 @@ use kiln_solver::llb::FileAction;
 
 pub use chmod::{BadMode, ModeSpec};
 pub use chown::{resolve_owner, ChownError};
+pub use copy::select_sources;
+pub use root::Root;
 pub use source::{walk, CopyFilter, Entry, SourceTree, Walk};
 pub use wildcard::BadPattern;
 
