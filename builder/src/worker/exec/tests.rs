@@ -423,5 +423,9 @@ async fn run_on_snapshot_leaves_clean_upper_dir() {
         std::fs::read_to_string(upper.join("work/out")).unwrap(),
         "hi\n"
     );
+    if let Ok(up) = std::fs::metadata(upper.join("etc")) {
+        let low = std::fs::metadata(snaps.upper_dir(base).join("etc")).unwrap();
+        assert_eq!(up.mtime(), low.mtime(), "stub parent's mtime restored");
+    }
     snaps.commit(child, None).unwrap();
 }

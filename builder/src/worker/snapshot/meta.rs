@@ -211,6 +211,25 @@ impl Meta {
         Ok(info.flatten())
     }
 
+    /// Committed snapshots with their names and creation times (seconds since the epoch).
+    pub fn committed(&self) -> Result<Vec<super::SnapshotInfo>, SnapshotError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id, parent, name, created FROM snapshots WHERE state = 'committed' ORDER BY id",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok(super::SnapshotInfo {
+                    id: r.get(0)?,
+                    parent: r.get(1)?,
+                    name: r.get(2)?,
+                    created: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// All rows, for crash cleanup.
     pub fn all(&self) -> Result<Vec<Row>, SnapshotError> {
         let conn = self.conn();

@@ -35,6 +35,16 @@ impl Active {
     }
 }
 
+/// A committed snapshot, as listed for GC and disk usage.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SnapshotInfo {
+    pub id: SnapshotId,
+    pub parent: Option<SnapshotId>,
+    pub name: Option<String>,
+    /// Seconds since the Unix epoch.
+    pub created: i64,
+}
+
 pub trait Snapshotter: Send + Sync {
     /// A new writable snapshot on top of a committed `parent` (None = empty).
     fn prepare(&self, parent: Option<SnapshotId>) -> Result<Active, SnapshotError>;

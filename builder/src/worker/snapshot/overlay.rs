@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::meta::{Committed, Meta, State};
 use super::mount::{mount_bind, mount_overlay, mounts_under, unmount, MountGuard};
 use super::owner::Owner;
-use super::{Active, SnapshotError, SnapshotId, Snapshotter};
+use super::{Active, SnapshotError, SnapshotId, SnapshotInfo, Snapshotter};
 
 pub struct OverlaySnapshotter {
     snapshots: PathBuf,
@@ -61,6 +61,11 @@ impl OverlaySnapshotter {
         let mut chain = self.chain(id)?;
         chain.reverse();
         Ok(chain.into_iter().map(|i| self.upper_dir(i)).collect())
+    }
+
+    /// All committed snapshots, oldest first (for GC / `du`).
+    pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        self.meta.committed()
     }
 
     fn committed(&self, id: SnapshotId) -> Result<(), SnapshotError> {

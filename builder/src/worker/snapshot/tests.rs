@@ -122,6 +122,14 @@ fn prepare_write_commit_child_whiteouts_chain() {
         Some("{\"diff_id\":\"x\"}")
     );
 
+    let listed = s.list().unwrap();
+    assert_eq!(
+        listed.iter().map(|i| i.id).collect::<Vec<_>>(),
+        vec![base_id, child_id, gc_id]
+    );
+    assert_eq!(listed[0].name.as_deref(), Some("sha256:base"));
+    assert_eq!(listed[2].parent, Some(child_id));
+
     // Removal: refused with children, then bottom-up.
     assert!(matches!(
         s.remove(base_id),
