@@ -190,3 +190,55 @@ fn persistent_cache_only_stats_on_rebuild() {
     let (d5, s5) = c.compute(&tree, &sel, &CopyFilter::default()).unwrap();
     assert_eq!((d5, s5.hashed), (d1, 1));
 }
+
+/// A 20,000-file / 400 MB context: copy, first checksum, no-change checksum. Run with
+/// `cargo test -p kiln --lib perf_large_context -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn perf_large_context() {
+    use std::time::Instant;
+    let t = tempfile::tempdir_in("/var/tmp").unwrap();
+    let ctx = t.path().join("ctx");
+    let chunk: Vec<u8> = (0..20_480u32).map(|i| (i * 7 % 251) as u8).collect();
+    let start = Instant::now();
+    for i in 0..20_000u32 {
+        let p = ctx.join(format!("d{}/s{}/f{i}", i % 50, i % 7));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        let mut data = chunk.clone();
+        data[..4].copy_from_slice(&i.to_le_bytes());
+        std::fs::write(p, data).unwrap();
+    }
+    eprintln!("generate: {:?}", start.elapsed());
+    let tree = SourceTree::context(&ctx, None);
+    let db = t.path().join("state/checksums.db");
+    let sel = Selection {
+        src: "/",
+        allow_wildcard: true,
+        allow_empty: false,
+        follow: true,
+    };
+    let mut cache = ChecksumCache::open(&db).unwrap();
+    cache.racy_ns = 0;
+    let s = Instant::now();
+    let (d1, st1) = cache.compute(&tree, &sel, &CopyFilter::default()).unwrap();
+    eprintln!("first checksum: {:?} {st1:?}", s.elapsed());
+    let cache = ChecksumCache::open(&db).unwrap();
+    let s = Instant::now();
+    let (d2, st2) = cache.compute(&tree, &sel, &CopyFilter::default()).unwrap();
+    eprintln!("no-change checksum: {:?} {st2:?}", s.elapsed());
+    assert_eq!(d1, d2);
+    let dest = t.path().join("dest");
+    std::fs::create_dir(&dest).unwrap();
+    let s = Instant::now();
+    crate::worker::fileop::apply_file_actions(
+        &dest,
+        &[Some(tree)],
+        &[kiln_solver::llb::FileAction::Copy(CopyAction::new(
+            Some(0),
+            "/",
+            "/app/",
+        ))],
+    )
+    .unwrap();
+    eprintln!("copy: {:?}", s.elapsed());
+}
