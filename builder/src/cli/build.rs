@@ -120,6 +120,6 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
             }
             Err(anyhow!("failed to solve: {error}"))
         }
-        Err(e) => Err(anyhow!(e)),
+        Err(e) => { tracing::debug!("build failed: {e:?}"); Err(anyhow!(e)) }
     }
 }

@@ -151,7 +151,7 @@ pub async fn import(engine: &Engine, tarball: &Path, name: &str) -> Result<()> {
     let f = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
     let content = engine.content.clone();
     let (diff_id, blob) = tokio::task::spawn_blocking(move || -> Result<(Digest, crate::store::content::Descriptor)> {
-        let mut reader = crate::layer::decompressor(std::io::BufReader::with_capacity(1 << 20, f))?;
+        let mut reader = crate::layer::decompressor(std::io::BufReader::with_capacity(1 << 20, f), None)?;
         let enc = ParallelEncoder::new(content.writer()?, Codec::Gzip { level: 6 }, 0)?;
         let mut hw = HashingWriter::new(enc);
         std::io::copy(&mut reader, &mut hw)?;

@@ -107,6 +107,7 @@ async fn run(cli: Cli) -> i32 {
             return 1;
         }
     };
+    let debug = cli.debug;
     let res = match cli.command {
         Command::Build(args) => build::run(engine, args).await,
         Command::Images(args) => images::list(&engine, args),
@@ -121,7 +122,11 @@ async fn run(cli: Cli) -> i32 {
     match res {
         Ok(()) => 0,
         Err(e) => {
-            eprintln!("ERROR: {e:#}");
+            if debug {
+                eprintln!("ERROR: {e:?}");
+            } else {
+                eprintln!("ERROR: {e:#}");
+            }
             1
         }
     }

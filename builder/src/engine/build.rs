@@ -119,7 +119,7 @@ impl Engine {
         let dockerfile = std::fs::read_to_string(&dockerfile_path)
             .map_err(|source| BuildError::Read { path: dockerfile_path.clone(), source })?;
         let filename = dockerfile_path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "Dockerfile".into());
-        let dockerignore = crate::worker::context::read_dockerignore(&opts.context, &dockerfile_path)
+        let dockerignore = crate::worker::context::read_dockerignore(&opts.context, Some(&dockerfile_path))
             .map_err(|e| BuildError::Read { path: opts.context.join(".dockerignore"), source: std::io::Error::other(e.to_string()) })?;
         let req = BuildRequest {
             dockerfile: dockerfile.clone(),
@@ -211,7 +211,7 @@ impl Engine {
                 let res = tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
                     if is_tar {
                         let w = create(&dest2)?;
-                        crate::layer::write_tree_tar(&mp2, w).map_err(export_err)
+                        crate::layer::write_tree_tar(&mp2, w).map(|_| ()).map_err(export_err)
                     } else {
                         crate::export::local::copy_tree(&mp2, &dest2).map_err(export_err)
                     }

@@ -5,7 +5,7 @@ use std::path::Path;
 /// An flock on `<root>/lock`. Builds and queries hold it shared (their stores are safe to share:
 /// SQLite transactions, atomic blob renames, commit-by-name races resolved); operations that
 /// delete (prune, GC) take it exclusively and so wait for running builds.
-pub struct RootLock(File);
+pub struct RootLock(#[allow(dead_code)] File); // held for its flock
 
 impl RootLock {
     pub fn shared(root: &Path) -> std::io::Result<RootLock> {

@@ -1,9 +1,9 @@
 //! The engine: one state root (content, snapshots, images, cache) and the services built on it.
 //! The CLI runs it in-process; the daemon (later) will share the same type.
 
-mod build;
+pub mod build;
 mod lock;
-mod pull;
+pub(crate) mod pull;
 mod resolver;
 
 pub use build::{BuildOptions, BuildOutcome, OutputSpec};
@@ -82,18 +82,20 @@ impl Engine {
         let content = Arc::new(ContentStore::new(opts.root.join("content")).map_err(store_err)?);
         let images = Arc::new(ImageStore::open(&opts.root.join("images.db")).map_err(store_err)?);
         let snapshots = Arc::new(
-            OverlaySnapshotter::new(&opts.root.join("snapshots"), &opts.root.join("snapshots.db"), &opts.state.join("mounts"))
+            OverlaySnapshotter::new(&opts.root, &opts.root.join("snapshots.db"), &opts.state)
                 .map_err(store_err)?,
         );
         if let Err(e) = crate::worker::snapshot::Snapshotter::cleanup_stale(snapshots.as_ref()) {
             tracing::warn!("cleaning up after an earlier crash: {e}");
         }
         let executor = Arc::new(RuncExecutor::new(&opts.runtime, &opts.state.join("runc"), &opts.state.join("bundles")));
-        executor.cleanup_stale();
-        let registry = Arc::new(RegistryClient::new(RegistryConfig {
-            insecure_hosts: opts.insecure_registries.clone(),
-            ..Default::default()
-        }));
+        if let Err(e) = executor.cleanup_stale() {
+            tracing::warn!("cleaning up containers left by an earlier crash: {e}");
+        }
+        let registry = Arc::new(
+            RegistryClient::new(RegistryConfig { insecure_hosts: opts.insecure_registries.clone(), ..Default::default() })
+                .map_err(store_err)?,
+        );
         let checksums = Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
         let cache = Arc::new(SqliteCacheStore::open(&opts.root.join("cache.db")).map_err(store_err)?);
         let worker = Arc::new(KilnWorker {

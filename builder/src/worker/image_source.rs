@@ -90,7 +90,7 @@ pub async fn unpack_image(w: &KilnWorker, v: &VertexCtx, reference: &str) -> Res
         let media = desc.media_type.clone();
         let applied = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
             let f = std::fs::File::open(&path).map_err(err)?;
-            let reader = crate::layer::decompress(std::io::BufReader::with_capacity(1 << 20, f), &media).map_err(err)?;
+            let reader = crate::layer::decompressor(std::io::BufReader::with_capacity(1 << 20, f), Some(&media)).map_err(err)?;
             crate::layer::apply_layer(reader, &upper, &lowers).map_err(err)?;
             Ok(())
         })

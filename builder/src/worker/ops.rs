@@ -7,10 +7,10 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kiln_solver::engine::{CacheMap, VertexCtx, Worker, WorkerError};
-use kiln_solver::llb::{Digest, ExecOp, FileAction, FileOp, MountKind, Node, Op, SourceOp};
+use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, FileOp, MountKind, Node, Op, SourceOp};
 
 use super::checksum::ChecksumCache;
-use super::exec::{ExecSpec, ExitOutcome, ExtraMount, RuncExecutor};
+use super::exec::{ExecSpec, Executor, ExitOutcome, ExtraMount, RuncExecutor};
 use super::fileop::SourceTree;
 use super::snapshot::{MountGuard, OverlaySnapshotter, SnapshotId, Snapshotter};
 use crate::store::content::ContentStore;
@@ -39,7 +39,7 @@ impl LocalDir {
         } else {
             Some(kiln_frontend::dockerignore::PatternMatcher::new(&self.exclude)?)
         };
-        Ok(SourceTree { root: self.root.clone(), exclude })
+        Ok(SourceTree { root: self.root.clone(), exclude, context: true })
     }
 }
 
@@ -143,6 +143,7 @@ impl KilnWorker {
                 user: e.meta.user.clone(),
                 hostname: e.meta.hostname.clone().unwrap_or_else(|| "buildkitsandbox".into()),
                 network: e.network,
+                security: e.security,
                 mounts: extra,
             };
             let vv = v.clone();
@@ -197,7 +198,7 @@ impl KilnWorker {
                     other_ref => {
                         let (path, g) = self.mount_input(other_ref)?;
                         guards.extend(g);
-                        sources.push(Some(SourceTree { root: path, exclude: None }));
+                        sources.push(Some(SourceTree::snapshot(path)));
                     }
                 }
             }
@@ -233,11 +234,11 @@ impl Worker for KilnWorker {
                 // Build-context sources are keyed by a checksum of exactly what is copied.
                 for (i, r) in inputs.iter().enumerate() {
                     let WorkRef::Local(l) = r else { continue };
-                    let srcs: Vec<(String, bool)> = f
+                    let copies: Vec<CopyAction> = f
                         .actions
                         .iter()
                         .filter_map(|a| match a {
-                            FileAction::Copy(c) if c.source == Some(i) => Some((c.src.clone(), c.follow_symlinks)),
+                            FileAction::Copy(c) if c.source == Some(i) => Some(c.clone()),
                             _ => None,
                         })
                         .collect();
@@ -245,8 +246,8 @@ impl Worker for KilnWorker {
                     let cache = self.checksums.clone();
                     let sum = tokio::task::spawn_blocking(move || -> Result<Digest, WorkerError> {
                         let mut all = String::new();
-                        for (src, follow) in &srcs {
-                            let d = super::checksum::checksum(&cache, &tree, src, *follow)?;
+                        for c in &copies {
+                            let d = cache.checksum_copy(&tree, c)?;
                             all.push_str(d.as_str());
                             all.push('\n');
                         }
