@@ -124,13 +124,9 @@ pub fn walk(
     let not_found = || FileOpError::NotFound {
         path: path.to_string(),
     };
-    if !start.is_empty() {
-        if let Some(m) = &tree.exclude {
-            if m.matches(&start) {
-                return Err(not_found());
-            }
-        }
-    }
+    // An excluded start exists only as the parent of re-included (`!`) paths, if any.
+    let start_excluded =
+        !start.is_empty() && tree.exclude.as_ref().is_some_and(|m| m.matches(&start));
     let mut stat = match root.lstat(&start) {
         Ok(st) => st,
         Err(e) if is_not_found(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
@@ -142,6 +138,16 @@ pub fn walk(
         stat.st_uid = 0;
         stat.st_gid = 0;
     }
+    let is_dir = file_type(&stat) == FileType::Directory;
+    if start_excluded
+        && !(is_dir
+            && tree
+                .exclude
+                .as_ref()
+                .is_some_and(|m| !m.can_skip_excluded_dir(&start)))
+    {
+        return Err(not_found());
+    }
     let mut w = Walker {
         tree,
         start: &start,
@@ -151,7 +157,7 @@ pub fn walk(
             stat,
         }],
     };
-    if file_type(&stat) == FileType::Directory {
+    if is_dir {
         let fd = root
             .open_dir(&start)
             .map_err(|e| FileOpError::io("open", path, e))?;
@@ -159,6 +165,9 @@ pub fn walk(
             .map_err(|e| FileOpError::io("read", path, e))?;
     }
     let entries = w.out;
+    if start_excluded && entries.len() == 1 {
+        return Err(not_found());
+    }
     Ok(Walk { start, entries })
 }
 

@@ -347,3 +347,86 @@ fn mkdir_mkfile_rm() {
     .unwrap();
     assert!(!d.join("a").exists());
 }
+
+#[test]
+fn add_unpacks_every_compression_by_content() {
+    let ctx = tempfile::tempdir().unwrap();
+    let script = r#"
+import io, tarfile, sys
+def add(t, name, data):
+    ti = tarfile.TarInfo(name); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+for mode, name in [("w:bz2", "a.tbz"), ("w:xz", "a.txz"), ("w:gz", "a.bin")]:
+    with tarfile.open(name, mode) as t:
+        add(t, "inner/" + name + ".txt", b"x")
+with tarfile.open("evil.tar", "w") as t:
+    ti = tarfile.TarInfo("link"); ti.type = tarfile.SYMTYPE; ti.linkname = "/"; t.addfile(ti)
+    add(t, "../../../escaped.txt", b"no")
+    add(t, "link/through-link.txt", b"no")
+"#;
+    let st = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .current_dir(ctx.path())
+        .status();
+    if !st.is_ok_and(|s| s.success()) {
+        eprintln!("skipping: python3 unavailable");
+        return;
+    }
+    let dest = base_image();
+    let add = |src: &str, dst: &str| CopyAction {
+        attempt_unpack: true,
+        ..cp(src, dst)
+    };
+    run(
+        dest.path(),
+        ctx.path(),
+        vec![
+            add("a.tbz", "/x/"),
+            add("a.txz", "/x/"),
+            add("a.bin", "/x/"),
+            add("evil.tar", "/evil/"),
+        ],
+    );
+    for n in ["a.tbz", "a.txz", "a.bin"] {
+        assert!(
+            dest.path().join(format!("x/inner/{n}.txt")).is_file(),
+            "{n}"
+        );
+    }
+    // Entries never leave the extraction directory.
+    assert!(dest.path().join("evil/escaped.txt").is_file());
+    assert!(dest.path().join("evil/through-link.txt").is_file());
+    assert!(!dest.path().join("escaped.txt").exists());
+}
+
+#[test]
+fn excluded_dir_with_reincluded_child() {
+    let ctx = ctx_with(&[
+        ("logs/a.log", "a"),
+        ("logs/keep.txt", "k"),
+        ("x/y.log", "y"),
+    ]);
+    let pm = kiln_frontend::dockerignore::PatternMatcher::new(&[
+        "logs".to_string(),
+        "x".to_string(),
+        "!logs/keep.txt".to_string(),
+    ])
+    .unwrap();
+    let tree = SourceTree::context(ctx.path(), Some(pm));
+    let dest = base_image();
+    apply_file_actions(
+        dest.path(),
+        &[Some(tree.clone())],
+        &[FileAction::Copy(cp("logs", "/l/"))],
+    )
+    .unwrap();
+    assert!(dest.path().join("l/keep.txt").is_file());
+    assert!(!dest.path().join("l/a.log").exists());
+    let err = apply_file_actions(
+        dest.path(),
+        &[Some(tree)],
+        &[FileAction::Copy(cp("x", "/x/"))],
+    )
+    .unwrap_err();
+    assert!(matches!(err, FileOpError::NotFound { .. }), "{err}");
+}
