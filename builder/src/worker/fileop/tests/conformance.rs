@@ -11,8 +11,13 @@ use sha2::{Digest as _, Sha256};
 
 use super::{chown, cp, is_root, name, run};
 
+/// `shared/conformance/cases` next to the checkout (or `$KILN_CONFORMANCE_CASES`).
 fn cases_dir() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases");
+    let p = std::env::var_os("KILN_CONFORMANCE_CASES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/cases")
+        });
     if p.is_dir() {
         Some(p)
     } else {
@@ -125,6 +130,11 @@ fn dump(root: &Path) -> BTreeMap<String, Value> {
 
 /// Compares everything under `prefixes` with the case's expected.json.
 fn check(case: &Path, dest: &Path, prefixes: &[&str]) {
+    check_except(case, dest, prefixes, &[])
+}
+
+/// [`check`], leaving out `skip` (paths whose expected state is not the copy's doing).
+fn check_except(case: &Path, dest: &Path, prefixes: &[&str], skip: &[&str]) {
     let expected: Value =
         serde_json::from_slice(&std::fs::read(case.join("expected.json")).unwrap()).unwrap();
     let under = |p: &str| {
@@ -135,12 +145,15 @@ fn check(case: &Path, dest: &Path, prefixes: &[&str]) {
     let mut want = BTreeMap::new();
     for f in expected["files"].as_array().unwrap() {
         let p = f["path"].as_str().unwrap();
-        if under(p) {
+        if under(p) && !skip.contains(&p) {
             want.insert(p.to_string(), f.clone());
         }
     }
     assert!(!want.is_empty(), "nothing expected under {prefixes:?}");
-    let got: BTreeMap<String, Value> = dump(dest).into_iter().filter(|(p, _)| under(p)).collect();
+    let got: BTreeMap<String, Value> = dump(dest)
+        .into_iter()
+        .filter(|(p, _)| under(p) && !skip.contains(&p.as_str()))
+        .collect();
     let mut diffs = Vec::new();
     for (p, w) in &want {
         match got.get(p) {
@@ -198,9 +211,16 @@ fn conformance_06_copy_files_dirs() {
         ],
     );
     let mut prefixes: Vec<String> = (1..=11).map(|i| format!("/dst{i}")).collect();
-    prefixes.extend(["/everything", "/tmp", "/usr"].map(String::from));
+    prefixes.extend(["/everything", "/tmp", "/usr/local"].map(String::from));
     let p: Vec<&str> = prefixes.iter().map(String::as_str).collect();
-    check(&case, dest.path(), &p);
+    // BuildKit's image still shows one.txt's content at /dst1/one.txt: its overlay differ
+    // (sameDirent) drops an upper file whose size, mtime, mode and owner equal the lower
+    // one's. That is the layer differ's business; the copy itself must overwrite.
+    check_except(&case, dest.path(), &p, &["/dst1/one.txt"]);
+    assert_eq!(
+        std::fs::read(dest.path().join("dst1/one.txt")).unwrap(),
+        std::fs::read(ctx.path().join("two.txt")).unwrap()
+    );
 }
 
 #[test]
