@@ -81,25 +81,25 @@ fn unchanged_rebuild_is_cached_and_a_changed_file_reruns_only_its_dependents() {
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let first = build();
-    assert_eq!(step_counts(&first).1, 4, "cold build runs the four steps:\n{first}");
+    assert_eq!(step_counts(&first).1, 5, "cold build pulls the base and runs the four steps:\n{first}");
 
     let second = build();
-    assert_eq!(step_counts(&second), (4, 0), "unchanged rebuild runs nothing:\n{second}");
+    assert_eq!(step_counts(&second), (5, 0), "unchanged rebuild runs nothing:\n{second}");
 
     // Same content, new mtime: still a hit.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(ctx.join("a.txt"), "a1\n").unwrap();
     let touched = build();
-    assert_eq!(step_counts(&touched), (4, 0), "touching a file is a cache hit:\n{touched}");
+    assert_eq!(step_counts(&touched), (5, 0), "touching a file is a cache hit:\n{touched}");
 
     std::fs::write(ctx.join("b.txt"), "b2\n").unwrap();
     let changed = build();
-    assert_eq!(step_counts(&changed), (2, 2), "only COPY b.txt and the RUN after it rerun:\n{changed}");
+    assert_eq!(step_counts(&changed), (3, 2), "only COPY b.txt and the RUN after it rerun:\n{changed}");
     assert!(changed.contains("COPY b.txt"), "{changed}");
 
     // --no-cache reruns everything.
     let out = env.ok(&["build", "--progress", "plain", "--no-cache", "-t", "cache:test", ctx.to_str().unwrap()]);
-    assert_eq!(step_counts(&String::from_utf8_lossy(&out.stderr)).1, 4);
+    assert_eq!(step_counts(&String::from_utf8_lossy(&out.stderr)).1, 5);
 
     // And the result has the new content.
     let dir = env.path("cache-out");

@@ -199,13 +199,10 @@ impl Engine {
                     .map_err(export_err)?;
             }
             OutputSpec::Local { dest } | OutputSpec::Tar { dest } => {
-                let mp = self.worker().mountpoint();
+                let mp = self.worker().mountpoint().map_err(export_err)?;
                 let guard = match root {
                     WorkRef::Snapshot(id) => Some(self.snapshots.mount_readonly(*id, &mp).map_err(export_err)?),
-                    _ => {
-                        std::fs::create_dir_all(&mp).map_err(export_err)?;
-                        None
-                    }
+                    _ => None,
                 };
                 let (mp2, dest2, is_tar) = (mp.clone(), dest.clone(), matches!(out, OutputSpec::Tar { .. }));
                 let res = tokio::task::spawn_blocking(move || -> Result<(), BuildError> {

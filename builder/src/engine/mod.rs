@@ -104,7 +104,6 @@ impl Engine {
             executor,
             registry: registry.clone(),
             checksums,
-            mounts_dir: opts.state.join("mounts"),
             contexts: Default::default(),
         });
         Ok(Engine { opts, content, images, snapshots, registry, solver: Solver::new(worker, cache), _lock: lock })

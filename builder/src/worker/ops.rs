@@ -63,7 +63,6 @@ pub struct KilnWorker {
     pub executor: Arc<RuncExecutor>,
     pub registry: Arc<kiln_registry::client::RegistryClient>,
     pub checksums: Arc<ChecksumCache>,
-    pub mounts_dir: PathBuf,
     /// Local directories of the current builds, by name (`context`).
     pub contexts: Mutex<HashMap<String, PathBuf>>,
 }
@@ -81,22 +80,20 @@ impl KilnWorker {
         }
     }
 
-    pub(crate) fn mountpoint(&self) -> PathBuf {
-        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.mounts_dir.join(format!("m-{}-{n}", std::process::id()))
+    /// A fresh mountpoint owned by this process, so a crash cleanup can find it.
+    pub(crate) fn mountpoint(&self) -> Result<PathBuf, WorkerError> {
+        self.snapshots.new_mountpoint().map_err(other)
     }
 
     /// Mounts a solved input read-only; `None` for an empty tree.
     fn mount_input(&self, r: &WorkRef) -> Result<(PathBuf, Option<MountGuard>), WorkerError> {
         match r {
             WorkRef::Scratch => {
-                let p = self.mountpoint();
-                std::fs::create_dir_all(&p).map_err(other)?;
+                let p = self.mountpoint()?;
                 Ok((p, None))
             }
             WorkRef::Snapshot(id) => {
-                let p = self.mountpoint();
+                let p = self.mountpoint()?;
                 let g = self.snapshots.mount_readonly(*id, &p).map_err(other)?;
                 Ok((p, Some(g)))
             }
@@ -111,7 +108,7 @@ impl KilnWorker {
             None => None,
         };
         let active = self.snapshots.prepare(base).map_err(other)?;
-        let rootfs = self.mountpoint();
+        let rootfs = self.mountpoint()?;
         let result = async {
             let guard = self.snapshots.mount(&active, &rootfs).map_err(other)?;
             let mut extra = Vec::new();
@@ -182,7 +179,7 @@ impl KilnWorker {
             None => None,
         };
         let active = self.snapshots.prepare(base).map_err(other)?;
-        let dest = self.mountpoint();
+        let dest = self.mountpoint()?;
         let result = async {
             let guard = self.snapshots.mount(&active, &dest).map_err(other)?;
             let mut guards = Vec::new();
@@ -195,6 +192,7 @@ impl KilnWorker {
                 }
                 match r {
                     WorkRef::Local(l) => sources.push(Some(l.tree()?)),
+                    WorkRef::Scratch => sources.push(None),
                     other_ref => {
                         let (path, g) = self.mount_input(other_ref)?;
                         guards.extend(g);
