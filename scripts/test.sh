@@ -32,6 +32,7 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 export KILN_BIN="$TARGET_DIR/debug/kiln"
 export KILN_TEST_REGISTRY=localhost:5000
 export KILN_SHARED="$SHARED"
+export KILN_TEST_DIR  # the e2e tests put their scratch dirs there too
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 mkdir -p "$KILN_TEST_DIR"
