@@ -6,6 +6,7 @@
 //! `tokio::task::spawn_blocking`.
 
 pub mod apply;
+mod attrs;
 pub mod compress;
 pub mod decompress;
 mod diff;
