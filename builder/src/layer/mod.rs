@@ -12,6 +12,7 @@ pub mod decompress;
 mod diff;
 mod safefs;
 pub mod tarwrite;
+pub mod unpack;
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -25,6 +26,7 @@ use tarwrite::TarWriter;
 
 pub use apply::{apply_layer, ApplyStats};
 pub use decompress::{decompressor, detect_compression};
+pub use unpack::apply_blob;
 
 pub const MEDIA_TYPE_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
@@ -47,6 +49,8 @@ pub enum LayerError {
     Invalid(String),
     #[error("layer entry {path:?} is unsafe: {reason}")]
     Unsafe { path: String, reason: String },
+    #[error("layer diff ID mismatch: expected {expected}, got {actual}")]
+    DiffIdMismatch { expected: Digest, actual: Digest },
     #[error("layer entry {path:?}: {source}")]
     Apply {
         path: String,
