@@ -540,7 +540,11 @@ fn bench_runs(upper: &Path, store: &ContentStore, total: u64) {
         ("zstd-3 all cores", Compression::Zstd, None, 0),
         ("uncompressed", Compression::None, None, 0),
     ];
+    let only = std::env::var("KILN_BENCH_ONLY").unwrap_or_default();
     for (label, compression, level, threads) in runs {
+        if !label.contains(only.as_str()) {
+            continue;
+        }
         let opts = LayerOptions {
             compression,
             level,
