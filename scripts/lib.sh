@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # variables here are used by the scripts that source it
 # lib.sh - helpers sourced by the kiln scripts (not meant to be run on its own).
 # Sets REPO (the checkout) and SHARED (the sibling shared/ dir, or $KILN_SHARED).
 

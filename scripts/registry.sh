@@ -58,7 +58,7 @@ YAML
 }
 
 start() {
-  local pid code i
+  local pid code
   if pid=$(our_pid); then
     say "registry already running on 127.0.0.1:$PORT (pid $pid)"
     return 0
@@ -76,7 +76,7 @@ start() {
   # setsid + nohup: the registry must outlive this script and its terminal.
   setsid nohup docker-registry serve "$CONFIG" >> "$LOG" 2>&1 < /dev/null &
   echo $! > "$PIDFILE"
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     [ "$(v2_status)" = 200 ] && { say "registry running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"), log $LOG)"; return 0; }
     if ! our_pid >/dev/null; then
       tail -n 20 "$LOG" >&2 || true
@@ -89,18 +89,18 @@ start() {
 }
 
 stop() {
-  local pid i
+  local pid
   if ! pid=$(our_pid); then
     rm -f "$PIDFILE"
     say "registry on port $PORT is not running (not started by this script)"
     return 0
   fi
   kill "$pid"
-  for i in $(seq 1 50); do
+  for _ in $(seq 1 50); do
     [ -d "/proc/$pid" ] || break
     sleep 0.1
   done
-  [ -d "/proc/$pid" ] && kill -9 "$pid" 2>/dev/null || true
+  if [ -d "/proc/$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
   rm -f "$PIDFILE"
   say "registry on port $PORT stopped (pid $pid)"
 }

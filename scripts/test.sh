@@ -10,7 +10,8 @@
 #     kiln root; every case listed in tests/conformance-scope.txt must pass, the others are
 #     reported only.
 # Ends with one summary line, `test.sh: PASS ...` or `test.sh: FAIL ...`, and exits non-zero on
-# any failure. A registry this script started is stopped again (KILN_KEEP_REGISTRY=1 keeps it).
+# any failure. A registry this script started is stopped again (KILN_KEEP_REGISTRY=1 keeps it);
+# the scratch dir (kiln root of the conformance run) is deleted unless KEEP_WORK=yes.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root "kiln's tests mount overlayfs and run runc"
