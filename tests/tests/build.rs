@@ -7,7 +7,9 @@ use common::*;
 
 #[test]
 fn multi_stage_image_builds_unpacks_and_runs() {
-    let Some(env) = env("multi_stage_image_builds_unpacks_and_runs") else { return };
+    let Some(env) = env("multi_stage_image_builds_unpacks_and_runs") else {
+        return;
+    };
     let ctx = env.context(
         "ms",
         r#"ARG MSG=hello
@@ -31,25 +33,56 @@ STOPSIGNAL SIGTERM
 ENTRYPOINT ["/bin/cat"]
 CMD ["/app/msg"]
 "#,
-        &[("a.txt", "A\n"), ("b.txt", "B\n"), ("sub/c.txt", "C\n"), ("ignored.txt", "no\n"), (".dockerignore", "ignored.txt\n")],
+        &[
+            ("a.txt", "A\n"),
+            ("b.txt", "B\n"),
+            ("sub/c.txt", "C\n"),
+            ("ignored.txt", "no\n"),
+            (".dockerignore", "ignored.txt\n"),
+        ],
     );
     let (bundle, log) = env.build_and_unpack(&ctx, &["--build-arg", "MSG=bonjour"], "ms");
-    assert!(!log.contains("RUN exit 1"), "a stage the target does not need was built:\n{log}");
+    assert!(
+        !log.contains("RUN exit 1"),
+        "a stage the target does not need was built:\n{log}"
+    );
     let rootfs = bundle.join("rootfs");
-    assert_eq!(std::fs::read_to_string(rootfs.join("app/msg")).unwrap(), "bonjour from build\n");
-    assert_eq!(std::fs::read_link(rootfs.join("app/link")).unwrap().to_str(), Some("msg"));
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/msg")).unwrap(),
+        "bonjour from build\n"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.join("app/link"))
+            .unwrap()
+            .to_str(),
+        Some("msg")
+    );
     use std::os::unix::fs::MetadataExt;
     let a = std::fs::metadata(rootfs.join("app/files/a.txt")).unwrap();
     assert_eq!((a.uid(), a.gid()), (1000, 1000));
-    assert!(rootfs.join("app/files/c.txt").exists(), "a directory source copies its contents");
+    assert!(
+        rootfs.join("app/files/c.txt").exists(),
+        "a directory source copies its contents"
+    );
     let b = std::fs::metadata(rootfs.join("app/b.txt")).unwrap();
     assert_eq!((b.mode() & 0o7777, b.uid()), (0o600, 0));
 
     let cfg = image_config(&bundle);
     let c = &cfg["config"];
-    let envs: Vec<&str> = c["Env"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
-    assert!(envs.contains(&"GREETING=hi") && envs.contains(&"PLACE=the world"), "{envs:?}");
-    assert!(envs.iter().any(|e| e.starts_with("PATH=")), "base PATH kept: {envs:?}");
+    let envs: Vec<&str> = c["Env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        envs.contains(&"GREETING=hi") && envs.contains(&"PLACE=the world"),
+        "{envs:?}"
+    );
+    assert!(
+        envs.iter().any(|e| e.starts_with("PATH=")),
+        "base PATH kept: {envs:?}"
+    );
     assert_eq!(c["User"], "appuser");
     assert_eq!(c["WorkingDir"], "/app");
     assert_eq!(c["Entrypoint"], serde_json::json!(["/bin/cat"]));
@@ -57,12 +90,24 @@ CMD ["/app/msg"]
     assert_eq!(c["StopSignal"], "SIGTERM");
     assert_eq!(c["Labels"]["org.example.a"], "b");
     for p in ["8080/tcp", "9000/udp", "9001/udp"] {
-        assert!(c["ExposedPorts"].get(p).is_some(), "{p} missing: {}", c["ExposedPorts"]);
+        assert!(
+            c["ExposedPorts"].get(p).is_some(),
+            "{p} missing: {}",
+            c["ExposedPorts"]
+        );
     }
     let hist = cfg["history"].as_array().unwrap();
-    assert!(hist.iter().any(|h| h["created_by"].as_str().is_some_and(|s| s.contains("COPY"))), "{hist:?}");
+    assert!(
+        hist.iter()
+            .any(|h| h["created_by"].as_str().is_some_and(|s| s.contains("COPY"))),
+        "{hist:?}"
+    );
     let layers = hist.iter().filter(|h| h["empty_layer"] != true).count();
-    assert_eq!(layers, cfg["rootfs"]["diff_ids"].as_array().unwrap().len(), "history lines up with layers");
+    assert_eq!(
+        layers,
+        cfg["rootfs"]["diff_ids"].as_array().unwrap().len(),
+        "history lines up with layers"
+    );
 
     // The image's own process (ENTRYPOINT + CMD, as appuser) under runc.
     assert_eq!(runc_run(&bundle, None), "bonjour from build\n");
@@ -70,64 +115,140 @@ CMD ["/app/msg"]
 
 #[test]
 fn unchanged_rebuild_is_cached_and_a_changed_file_reruns_only_its_dependents() {
-    let Some(env) = env("unchanged_rebuild_is_cached_and_a_changed_file_reruns_only_its_dependents") else { return };
+    let Some(env) =
+        env("unchanged_rebuild_is_cached_and_a_changed_file_reruns_only_its_dependents")
+    else {
+        return;
+    };
     let ctx = env.context(
         "cache",
         "FROM $BASE\nCOPY a.txt /a.txt\nRUN cat /a.txt > /a.copy\nCOPY b.txt /b.txt\nRUN cat /b.txt > /b.copy\n",
         &[("a.txt", "a1\n"), ("b.txt", "b1\n")],
     );
     let build = || {
-        let out = env.ok(&["build", "--progress", "plain", "-t", "cache:test", ctx.to_str().unwrap()]);
+        let out = env.ok(&[
+            "build",
+            "--progress",
+            "plain",
+            "-t",
+            "cache:test",
+            ctx.to_str().unwrap(),
+        ]);
         String::from_utf8_lossy(&out.stderr).to_string()
     };
     let first = build();
-    assert_eq!(step_counts(&first).1, 5, "cold build pulls the base and runs the four steps:\n{first}");
+    assert_eq!(
+        step_counts(&first).1,
+        5,
+        "cold build pulls the base and runs the four steps:\n{first}"
+    );
 
     let second = build();
-    assert_eq!(step_counts(&second), (5, 0), "unchanged rebuild runs nothing:\n{second}");
+    assert_eq!(
+        step_counts(&second),
+        (5, 0),
+        "unchanged rebuild runs nothing:\n{second}"
+    );
 
     // Same content, new mtime: still a hit.
     std::thread::sleep(std::time::Duration::from_millis(20));
     std::fs::write(ctx.join("a.txt"), "a1\n").unwrap();
     let touched = build();
-    assert_eq!(step_counts(&touched), (5, 0), "touching a file is a cache hit:\n{touched}");
+    assert_eq!(
+        step_counts(&touched),
+        (5, 0),
+        "touching a file is a cache hit:\n{touched}"
+    );
 
     std::fs::write(ctx.join("b.txt"), "b2\n").unwrap();
     let changed = build();
-    assert_eq!(step_counts(&changed), (3, 2), "only COPY b.txt and the RUN after it rerun:\n{changed}");
+    assert_eq!(
+        step_counts(&changed),
+        (3, 2),
+        "only COPY b.txt and the RUN after it rerun:\n{changed}"
+    );
     assert!(changed.contains("COPY b.txt"), "{changed}");
 
     // --no-cache reruns everything.
-    let out = env.ok(&["build", "--progress", "plain", "--no-cache", "-t", "cache:test", ctx.to_str().unwrap()]);
+    let out = env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--no-cache",
+        "-t",
+        "cache:test",
+        ctx.to_str().unwrap(),
+    ]);
     assert_eq!(step_counts(&String::from_utf8_lossy(&out.stderr)).1, 5);
 
     // And the result has the new content.
     let dir = env.path("cache-out");
-    env.ok(&["build", "-o", &format!("type=local,dest={}", dir.display()), ctx.to_str().unwrap()]);
+    env.ok(&[
+        "build",
+        "-o",
+        &format!("type=local,dest={}", dir.display()),
+        ctx.to_str().unwrap(),
+    ]);
     assert_eq!(std::fs::read_to_string(dir.join("b.copy")).unwrap(), "b2\n");
     assert_eq!(std::fs::read_to_string(dir.join("a.copy")).unwrap(), "a1\n");
 }
 
 #[test]
 fn failing_run_shows_the_line_and_exit_code_and_leaves_nothing_behind() {
-    let Some(env) = env("failing_run_shows_the_line_and_exit_code_and_leaves_nothing_behind") else { return };
-    let ctx = env.context("fail", "FROM $BASE\nRUN echo before\nRUN echo failing && exit 3\nRUN echo never\n", &[]);
+    let Some(env) = env("failing_run_shows_the_line_and_exit_code_and_leaves_nothing_behind")
+    else {
+        return;
+    };
+    let ctx = env.context(
+        "fail",
+        "FROM $BASE\nRUN echo before\nRUN echo failing && exit 3\nRUN echo never\n",
+        &[],
+    );
     let err = env.fails(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
     assert!(err.contains("Dockerfile:3"), "{err}");
     assert!(err.contains(">>> RUN echo failing && exit 3"), "{err}");
-    assert!(err.contains("did not complete successfully: exit code: 3"), "{err}");
-    assert!(err.contains("failing"), "the command's output is shown: {err}");
+    assert!(
+        err.contains("did not complete successfully: exit code: 3"),
+        "{err}"
+    );
+    assert!(
+        err.contains("failing"),
+        "the command's output is shown: {err}"
+    );
     assert!(!err.contains("echo never\n#"), "{err}");
-    assert!(mounts_under(env.dir.path()).is_empty(), "leftover mounts: {:?}", mounts_under(env.dir.path()));
-    let list = run("runc", &["--root", env.state().join("runc").to_str().unwrap(), "list", "-q"]);
+    assert!(
+        mounts_under(env.dir.path()).is_empty(),
+        "leftover mounts: {:?}",
+        mounts_under(env.dir.path())
+    );
+    let list = run(
+        "runc",
+        &[
+            "--root",
+            env.state().join("runc").to_str().unwrap(),
+            "list",
+            "-q",
+        ],
+    );
     assert!(list.trim().is_empty(), "leftover containers: {list}");
 }
 
 #[test]
 fn every_output_type_is_readable_by_independent_tools() {
-    let Some(env) = env("every_output_type_is_readable_by_independent_tools") else { return };
-    let ctx = env.context("outs", "FROM $BASE\nRUN echo made > /made.txt\nCMD [\"cat\", \"/made.txt\"]\n", &[]);
-    let (oci, docker, local, tarf) = (env.path("o.tar"), env.path("d.tar"), env.path("local"), env.path("fs.tar"));
+    let Some(env) = env("every_output_type_is_readable_by_independent_tools") else {
+        return;
+    };
+    let ctx = env.context(
+        "outs",
+        "FROM $BASE\nRUN echo made > /made.txt\nCMD [\"cat\", \"/made.txt\"]\n",
+        &[],
+    );
+    let (oci, docker, local, tarf) = (
+        env.path("o.tar"),
+        env.path("d.tar"),
+        env.path("local"),
+        env.path("fs.tar"),
+    );
     env.ok(&[
         "build",
         "-t",
@@ -142,12 +263,34 @@ fn every_output_type_is_readable_by_independent_tools() {
         &format!("type=tar,dest={}", tarf.display()),
         ctx.to_str().unwrap(),
     ]);
-    let si = run("skopeo", &["inspect", "--config", &format!("oci-archive:{}", oci.display())]);
+    let si = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("oci-archive:{}", oci.display()),
+        ],
+    );
     assert!(si.contains("/made.txt"), "{si}");
-    let sd = run("skopeo", &["inspect", "--config", &format!("docker-archive:{}", docker.display())]);
+    let sd = run(
+        "skopeo",
+        &[
+            "inspect",
+            "--config",
+            &format!("docker-archive:{}", docker.display()),
+        ],
+    );
     assert!(sd.contains("/made.txt"), "{sd}");
-    assert_eq!(std::fs::read_to_string(local.join("made.txt")).unwrap(), "made\n");
+    assert_eq!(
+        std::fs::read_to_string(local.join("made.txt")).unwrap(),
+        "made\n"
+    );
     assert!(local.join("bin/busybox").exists());
     let listing = run("tar", &["-tf", tarf.to_str().unwrap()]);
-    assert!(listing.lines().any(|l| l.trim_start_matches("./") == "made.txt"), "{listing}");
+    assert!(
+        listing
+            .lines()
+            .any(|l| l.trim_start_matches("./") == "made.txt"),
+        "{listing}"
+    );
 }

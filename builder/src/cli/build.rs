@@ -76,7 +76,12 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
     };
     let mode = if args.quiet { "quiet" } else { mode };
-    let outputs = args.outputs.iter().map(|o| OutputSpec::parse(o, &args.tags)).collect::<Result<Vec<_>, _>>().map_err(|e| anyhow!(e))?;
+    let outputs = args
+        .outputs
+        .iter()
+        .map(|o| OutputSpec::parse(o, &args.tags))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow!(e))?;
     let opts = BuildOptions {
         context: args.context.clone(),
         dockerfile: args.file.clone(),
@@ -94,18 +99,25 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         r = engine.build(opts, Progress::new(tx)) => Some(r),
         _ = tokio::signal::ctrl_c() => None,
     };
-    // The sender is gone with the build future: the renderer drains and ends.
-    let _ = renderer.await;
     let Some(result) = result else {
+        // Work still unwinding (a container being killed) may hold a progress sender for a
+        // moment; the user asked to stop, so don't wait for the display.
+        renderer.abort();
         bail!("build cancelled");
     };
+    // The build is over, so every sender is gone: the renderer drains what is left and ends.
+    let _ = renderer.await;
     match result {
         Ok(outcome) => {
             if let Some(img) = &outcome.image {
                 if args.quiet {
                     println!("{}", img.manifest.digest);
                 } else {
-                    eprintln!("writing image {} done ({:.1}s)", img.manifest.digest, started.elapsed().as_secs_f64());
+                    eprintln!(
+                        "writing image {} done ({:.1}s)",
+                        img.manifest.digest,
+                        started.elapsed().as_secs_f64()
+                    );
                     for n in &outcome.names {
                         eprintln!("naming to {n} done");
                     }
@@ -113,13 +125,20 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
             }
             Ok(())
         }
-        Err(crate::engine::build::BuildError::Solve { error, dockerfile, filename }) => {
+        Err(crate::engine::build::BuildError::Solve {
+            error,
+            dockerfile,
+            filename,
+        }) => {
             if let Some(lines) = error.meta.lines {
                 eprintln!("------\n > {}:\n------", error.meta.description);
                 eprint!("{}", render_source_excerpt(&filename, &dockerfile, lines));
             }
             Err(anyhow!("failed to solve: {error}"))
         }
-        Err(e) => { tracing::debug!("build failed: {e:?}"); Err(anyhow!(e)) }
+        Err(e) => {
+            tracing::debug!("build failed: {e:?}");
+            Err(anyhow!(e))
+        }
     }
 }

@@ -26,7 +26,10 @@ pub struct ImagesArgs {
 
 fn record(engine: &Engine, name: &str) -> Result<ImageRecord> {
     let n = normalize_name(name)?;
-    engine.images.get(&n)?.ok_or_else(|| anyhow!("no such image: {name}"))
+    engine
+        .images
+        .get(&n)?
+        .ok_or_else(|| anyhow!("no such image: {name}"))
 }
 
 fn human_size(n: u64) -> String {
@@ -47,12 +50,16 @@ fn human_size(n: u64) -> String {
 /// Manifest + total layer size of a stored image.
 fn manifest_of(engine: &Engine, digest: &str) -> Result<Manifest> {
     let d = Digest::parse(digest).ok_or_else(|| anyhow!("bad digest {digest}"))?;
-    let bytes = engine.content.read_all(&d).with_context(|| format!("manifest {digest}"))?;
+    let bytes = engine
+        .content
+        .read_all(&d)
+        .with_context(|| format!("manifest {digest}"))?;
     Ok(serde_json::from_slice(&bytes)?)
 }
 
 fn config_of(engine: &Engine, m: &Manifest) -> Result<ImageConfig> {
-    let d = Digest::parse(&m.config.digest.to_string()).ok_or_else(|| anyhow!("bad config digest"))?;
+    let d =
+        Digest::parse(&m.config.digest.to_string()).ok_or_else(|| anyhow!("bad config digest"))?;
     Ok(serde_json::from_slice(&engine.content.read_all(&d)?)?)
 }
 
@@ -65,16 +72,36 @@ pub fn list(engine: &Engine, args: ImagesArgs) -> Result<()> {
         }
         return Ok(());
     }
-    writeln!(out, "{:<50} {:<12} {:<20} {:<20} {}", "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE")?;
+    writeln!(
+        out,
+        "{:<50} {:<12} {:<20} {:<20} {}",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+    )?;
     for r in recs {
         let (repo, tag) = match r.name.rsplit_once(':') {
             Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
             _ => (r.name.clone(), "<none>".into()),
         };
-        let size: u64 = manifest_of(engine, &r.digest).map(|m| m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size).unwrap_or(0);
-        let id = if args.no_trunc { r.digest.clone() } else { r.digest.trim_start_matches("sha256:").chars().take(12).collect() };
-        let created = chrono::DateTime::from_timestamp(r.created, 0).map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default();
-        writeln!(out, "{repo:<50} {tag:<12} {id:<20} {created:<20} {}", human_size(size))?;
+        let size: u64 = manifest_of(engine, &r.digest)
+            .map(|m| m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size)
+            .unwrap_or(0);
+        let id = if args.no_trunc {
+            r.digest.clone()
+        } else {
+            r.digest
+                .trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect()
+        };
+        let created = chrono::DateTime::from_timestamp(r.created, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "{repo:<50} {tag:<12} {id:<20} {created:<20} {}",
+            human_size(size)
+        )?;
     }
     Ok(())
 }
@@ -89,7 +116,10 @@ pub fn tag(engine: &Engine, source: &str, target: &str) -> Result<()> {
 pub fn rmi(engine: &Engine, names: &[String]) -> Result<()> {
     let mut failed = false;
     for n in names {
-        match normalize_name(n).map_err(anyhow::Error::from).and_then(|c| Ok(engine.images.remove(&c)?)) {
+        match normalize_name(n)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(engine.images.remove(&c)?))
+        {
             Ok(r) => println!("Untagged: {}", r.name),
             Err(e) => {
                 eprintln!("ERROR: {n}: {e}");
@@ -109,7 +139,10 @@ fn archive_images(engine: &Engine, names: &[String]) -> Result<Vec<ArchiveImage>
         .map(|n| {
             let r = record(engine, n)?;
             let d = kiln_registry::digest::Digest::parse(&r.digest).map_err(|e| anyhow!("{e}"))?;
-            Ok(ArchiveImage { names: vec![r.name.clone()], manifest: Descriptor::new(r.media_type.clone(), d, r.size) })
+            Ok(ArchiveImage {
+                names: vec![r.name.clone()],
+                manifest: Descriptor::new(r.media_type.clone(), d, r.size),
+            })
         })
         .collect()
 }
@@ -117,9 +150,13 @@ fn archive_images(engine: &Engine, names: &[String]) -> Result<Vec<ArchiveImage>
 pub async fn save(engine: &Engine, output: &Path, names: &[String]) -> Result<()> {
     let imgs = archive_images(engine, names)?;
     let tmp = output.with_extension("kiln-partial");
-    let f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?);
+    let f = std::io::BufWriter::with_capacity(
+        1 << 20,
+        std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
+    );
     let content = engine.content.clone();
-    tokio::task::spawn_blocking(move || write_archive(&content, &imgs, ArchiveFormat::Docker, f)).await??;
+    tokio::task::spawn_blocking(move || write_archive(&content, &imgs, ArchiveFormat::Docker, f))
+        .await??;
     // Never leave a half-written archive under the requested name.
     std::fs::rename(&tmp, output).with_context(|| format!("renaming to {}", output.display()))?;
     Ok(())
@@ -128,7 +165,10 @@ pub async fn save(engine: &Engine, output: &Path, names: &[String]) -> Result<()
 pub async fn load(engine: &Engine, input: &Path) -> Result<()> {
     let f = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
     let content = engine.content.clone();
-    let loaded = tokio::task::spawn_blocking(move || load_archive(&content, std::io::BufReader::with_capacity(1 << 20, f))).await??;
+    let loaded = tokio::task::spawn_blocking(move || {
+        load_archive(&content, std::io::BufReader::with_capacity(1 << 20, f))
+    })
+    .await??;
     if loaded.is_empty() {
         bail!("{} holds no image", input.display());
     }
@@ -136,7 +176,9 @@ pub async fn load(engine: &Engine, input: &Path) -> Result<()> {
         match name {
             Some(n) => {
                 let c = normalize_name(&n)?;
-                engine.images.put(&c, &desc.digest.to_string(), &desc.media_type, desc.size)?;
+                engine
+                    .images
+                    .put(&c, &desc.digest.to_string(), &desc.media_type, desc.size)?;
                 println!("Loaded image: {c}");
             }
             None => println!("Loaded image ID: {}", desc.digest),
@@ -148,37 +190,65 @@ pub async fn load(engine: &Engine, input: &Path) -> Result<()> {
 pub async fn import(engine: &Engine, tarball: &Path, name: &str) -> Result<()> {
     use crate::layer::compress::{Codec, HashingWriter, ParallelEncoder};
     let canonical = normalize_name(name)?;
-    let f = std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
+    let f =
+        std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
     let content = engine.content.clone();
-    let (diff_id, blob) = tokio::task::spawn_blocking(move || -> Result<(Digest, crate::store::content::Descriptor)> {
-        let mut reader = crate::layer::decompressor(std::io::BufReader::with_capacity(1 << 20, f), None)?;
-        let enc = ParallelEncoder::new(content.writer()?, Codec::Gzip { level: 6 }, 0)?;
-        let mut hw = HashingWriter::new(enc);
-        std::io::copy(&mut reader, &mut hw)?;
-        let (enc, diff_id, _) = hw.finish();
-        let blob = enc.finish()?.commit(None)?;
-        Ok((diff_id, blob))
-    })
+    let (diff_id, blob) = tokio::task::spawn_blocking(
+        move || -> Result<(Digest, crate::store::content::Descriptor)> {
+            let mut reader =
+                crate::layer::decompressor(std::io::BufReader::with_capacity(1 << 20, f), None)?;
+            let enc = ParallelEncoder::new(content.writer()?, Codec::Gzip { level: 6 }, 0)?;
+            let mut hw = HashingWriter::new(enc);
+            std::io::copy(&mut reader, &mut hw)?;
+            let (enc, diff_id, _) = hw.finish();
+            let blob = enc.finish()?.commit(None)?;
+            Ok((diff_id, blob))
+        },
+    )
     .await??;
     let created = crate::export::image::now_rfc3339();
-    let mut config = ImageConfig { architecture: "amd64".into(), os: "linux".into(), created: Some(created.clone()), ..Default::default() };
+    let mut config = ImageConfig {
+        architecture: "amd64".into(),
+        os: "linux".into(),
+        created: Some(created.clone()),
+        ..Default::default()
+    };
     config.rootfs.diff_ids = vec![diff_id.to_string()];
-    config.history = vec![History { created: Some(created), created_by: Some(format!("kiln import {}", tarball.display())), comment: Some("Imported from tarball".into()), ..Default::default() }];
+    config.history = vec![History {
+        created: Some(created),
+        created_by: Some(format!("kiln import {}", tarball.display())),
+        comment: Some("Imported from tarball".into()),
+        ..Default::default()
+    }];
     let cfg = serde_json::to_vec(&config)?;
     let cfg_desc = engine.content.ingest(&cfg[..], None)?;
-    let reg = |d: &Digest| kiln_registry::digest::Digest::parse(d.as_str()).map_err(|e| anyhow!("{e}"));
+    let reg =
+        |d: &Digest| kiln_registry::digest::Digest::parse(d.as_str()).map_err(|e| anyhow!("{e}"));
     let manifest = Manifest {
         schema_version: 2,
         media_type: Some(media_type::OCI_MANIFEST.into()),
         artifact_type: None,
-        config: Descriptor::new(media_type::OCI_CONFIG, reg(&cfg_desc.digest)?, cfg.len() as u64),
-        layers: vec![Descriptor::new(media_type::OCI_LAYER_GZIP, reg(&blob.digest)?, blob.size)],
+        config: Descriptor::new(
+            media_type::OCI_CONFIG,
+            reg(&cfg_desc.digest)?,
+            cfg.len() as u64,
+        ),
+        layers: vec![Descriptor::new(
+            media_type::OCI_LAYER_GZIP,
+            reg(&blob.digest)?,
+            blob.size,
+        )],
         subject: None,
         annotations: Default::default(),
     };
     let mb = serde_json::to_vec(&manifest)?;
     let md = engine.content.ingest(&mb[..], None)?;
-    engine.images.put(&canonical, md.digest.as_str(), media_type::OCI_MANIFEST, mb.len() as u64)?;
+    engine.images.put(
+        &canonical,
+        md.digest.as_str(),
+        media_type::OCI_MANIFEST,
+        mb.len() as u64,
+    )?;
     println!("{}", md.digest);
     Ok(())
 }
@@ -204,14 +274,29 @@ pub fn history(engine: &Engine, name: &str, no_trunc: bool) -> Result<()> {
     let c = config_of(engine, &m)?;
     let mut layers = m.layers.iter().rev();
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{:<32} {:<60} {:>10} {}", "CREATED", "CREATED BY", "SIZE", "COMMENT")?;
+    writeln!(
+        out,
+        "{:<32} {:<60} {:>10} {}",
+        "CREATED", "CREATED BY", "SIZE", "COMMENT"
+    )?;
     for h in c.history.iter().rev() {
-        let size = if h.empty_layer { 0 } else { layers.next().map(|l| l.size).unwrap_or(0) };
+        let size = if h.empty_layer {
+            0
+        } else {
+            layers.next().map(|l| l.size).unwrap_or(0)
+        };
         let mut by = h.created_by.clone().unwrap_or_default();
         if !no_trunc && by.chars().count() > 57 {
             by = by.chars().take(57).collect::<String>() + "...";
         }
-        writeln!(out, "{:<32} {:<60} {:>10} {}", h.created.clone().unwrap_or_default(), by, human_size(size), h.comment.clone().unwrap_or_default())?;
+        writeln!(
+            out,
+            "{:<32} {:<60} {:>10} {}",
+            h.created.clone().unwrap_or_default(),
+            by,
+            human_size(size),
+            h.comment.clone().unwrap_or_default()
+        )?;
     }
     Ok(())
 }

@@ -12,10 +12,20 @@ use clap::{Parser, Subcommand};
 use crate::engine::{Engine, EngineOptions};
 
 #[derive(Parser, Debug)]
-#[command(name = "kiln", version, about = "Build OCI images from Dockerfiles", propagate_version = true)]
+#[command(
+    name = "kiln",
+    version,
+    about = "Build OCI images from Dockerfiles",
+    propagate_version = true
+)]
 pub struct Cli {
     /// Persistent state: content, snapshots, metadata, cache.
-    #[arg(long, global = true, env = "KILN_ROOT", default_value = "/var/lib/kiln")]
+    #[arg(
+        long,
+        global = true,
+        env = "KILN_ROOT",
+        default_value = "/var/lib/kiln"
+    )]
     pub root: PathBuf,
     /// Runtime state: mounts, container state.
     #[arg(long, global = true, env = "KILN_STATE", default_value = "/run/kiln")]
@@ -77,11 +87,17 @@ pub fn main() {
     let cli = Cli::parse();
     let filter = if cli.debug { "debug" } else { "warn" };
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| filter.into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
         .with_writer(std::io::stderr)
         .without_time()
         .init();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: starting the runtime: {e}");

@@ -18,7 +18,12 @@ pub struct Renderer {
 
 impl Renderer {
     pub fn new(color: bool, quiet: bool) -> Self {
-        Renderer { color, quiet, ids: HashMap::new(), started: Instant::now() }
+        Renderer {
+            color,
+            quiet,
+            ids: HashMap::new(),
+            started: Instant::now(),
+        }
     }
 
     fn id(&mut self, d: &Digest) -> usize {
@@ -49,7 +54,11 @@ impl Renderer {
                     buf.extend_from_slice(&data);
                     while let Some(pos) = buf.iter().position(|&b| b == b'\n') {
                         let line: Vec<u8> = buf.drain(..=pos).collect();
-                        let _ = writeln!(err, "#{n} {t:.3} {}", String::from_utf8_lossy(&line[..line.len() - 1]));
+                        let _ = writeln!(
+                            err,
+                            "#{n} {t:.3} {}",
+                            String::from_utf8_lossy(&line[..line.len() - 1])
+                        );
                     }
                 }
                 ProgressEvent::Status { digest, message } => {
@@ -92,7 +101,11 @@ pub fn render_source_excerpt(filename: &str, text: &str, (first, last): (usize, 
     let mut out = format!("{filename}:{first}\n--------------------\n");
     for n in from..=to {
         let l = lines.get(n - 1).copied().unwrap_or("");
-        let mark = if (first..=last).contains(&n) { ">>>" } else { "   " };
+        let mark = if (first..=last).contains(&n) {
+            ">>>"
+        } else {
+            "   "
+        };
         out.push_str(&format!(" {n:>3} | {mark} {l}\n"));
     }
     out.push_str("--------------------\n");

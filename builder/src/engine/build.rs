@@ -34,11 +34,15 @@ impl OutputSpec {
     /// Parses `type=oci,dest=out.tar` (or a bare path = `type=local,dest=PATH`, as buildx does).
     pub fn parse(spec: &str, tags: &[String]) -> Result<OutputSpec, String> {
         if !spec.contains('=') {
-            return Ok(OutputSpec::Local { dest: PathBuf::from(spec) });
+            return Ok(OutputSpec::Local {
+                dest: PathBuf::from(spec),
+            });
         }
         let mut kv = BTreeMap::new();
         for part in spec.split(',') {
-            let (k, v) = part.split_once('=').ok_or_else(|| format!("invalid output option {part:?}: expected key=value"))?;
+            let (k, v) = part
+                .split_once('=')
+                .ok_or_else(|| format!("invalid output option {part:?}: expected key=value"))?;
             kv.insert(k.trim().to_string(), v.trim().to_string());
         }
         let kind = kv.remove("type").unwrap_or_else(|| "local".into());
@@ -47,21 +51,42 @@ impl OutputSpec {
             names.extend(n.split(';').map(str::to_string));
         }
         let dest = kv.remove("dest").map(PathBuf::from);
-        let need_dest = |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));
+        let need_dest =
+            |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));
         let out = match kind.as_str() {
             "image" => {
                 if kv.get("push").is_some_and(|v| v == "true") {
-                    return Err("push=true needs registry push, which is not implemented yet".into());
+                    return Err(
+                        "push=true needs registry push, which is not implemented yet".into(),
+                    );
                 }
                 kv.remove("push");
                 OutputSpec::Image { names }
             }
-            "oci" => OutputSpec::Oci { dest: need_dest(dest)?, names },
-            "docker" => OutputSpec::Docker { dest: need_dest(dest)?, names },
-            "local" => OutputSpec::Local { dest: need_dest(dest)? },
-            "tar" => OutputSpec::Tar { dest: need_dest(dest)? },
-            "registry" => return Err("type=registry needs registry push, which is not implemented yet".into()),
-            other => return Err(format!("unknown output type {other:?} (expected image, oci, docker, local or tar)")),
+            "oci" => OutputSpec::Oci {
+                dest: need_dest(dest)?,
+                names,
+            },
+            "docker" => OutputSpec::Docker {
+                dest: need_dest(dest)?,
+                names,
+            },
+            "local" => OutputSpec::Local {
+                dest: need_dest(dest)?,
+            },
+            "tar" => OutputSpec::Tar {
+                dest: need_dest(dest)?,
+            },
+            "registry" => {
+                return Err(
+                    "type=registry needs registry push, which is not implemented yet".into(),
+                )
+            }
+            other => {
+                return Err(format!(
+                    "unknown output type {other:?} (expected image, oci, docker, local or tar)"
+                ))
+            }
         };
         if let Some(k) = kv.keys().next() {
             return Err(format!("unknown option {k:?} for output type={kind}"));
@@ -85,11 +110,18 @@ pub struct BuildOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Frontend(#[from] FrontendError),
     #[error("{error}")]
-    Solve { error: SolveError, dockerfile: String, filename: String },
+    Solve {
+        error: SolveError,
+        dockerfile: String,
+        filename: String,
+    },
     #[error("exporting: {0}")]
     Export(String),
     #[error("invalid name {0:?}: {1}")]
@@ -109,18 +141,36 @@ fn create(dest: &Path) -> Result<std::io::BufWriter<std::fs::File>, BuildError> 
     if let Some(p) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(p).map_err(export_err)?;
     }
-    let f = std::fs::File::create(dest).map_err(|e| BuildError::Export(format!("{}: {e}", dest.display())))?;
+    let f = std::fs::File::create(dest)
+        .map_err(|e| BuildError::Export(format!("{}: {e}", dest.display())))?;
     Ok(std::io::BufWriter::with_capacity(1 << 20, f))
 }
 
 impl Engine {
-    pub async fn build(self: &Arc<Self>, opts: BuildOptions, progress: Progress) -> Result<BuildOutcome, BuildError> {
-        let dockerfile_path = opts.dockerfile.clone().unwrap_or_else(|| opts.context.join("Dockerfile"));
-        let dockerfile = std::fs::read_to_string(&dockerfile_path)
-            .map_err(|source| BuildError::Read { path: dockerfile_path.clone(), source })?;
-        let filename = dockerfile_path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_else(|| "Dockerfile".into());
-        let dockerignore = crate::worker::context::read_dockerignore(&opts.context, Some(&dockerfile_path))
-            .map_err(|e| BuildError::Read { path: opts.context.join(".dockerignore"), source: std::io::Error::other(e.to_string()) })?;
+    pub async fn build(
+        self: &Arc<Self>,
+        opts: BuildOptions,
+        progress: Progress,
+    ) -> Result<BuildOutcome, BuildError> {
+        let dockerfile_path = opts
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| opts.context.join("Dockerfile"));
+        let dockerfile =
+            std::fs::read_to_string(&dockerfile_path).map_err(|source| BuildError::Read {
+                path: dockerfile_path.clone(),
+                source,
+            })?;
+        let filename = dockerfile_path
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_else(|| "Dockerfile".into());
+        let dockerignore =
+            crate::worker::context::read_dockerignore(&opts.context, Some(&dockerfile_path))
+                .map_err(|e| BuildError::Read {
+                    path: opts.context.join(".dockerignore"),
+                    source: std::io::Error::other(e.to_string()),
+                })?;
         let req = BuildRequest {
             dockerfile: dockerfile.clone(),
             filename: filename.clone(),
@@ -136,28 +186,61 @@ impl Engine {
             tracing::warn!("{w}");
         }
 
-        self.worker().contexts.lock().map_err(export_err)?.insert("context".into(), opts.context.clone());
+        self.worker()
+            .contexts
+            .lock()
+            .map_err(export_err)?
+            .insert("context".into(), opts.context.clone());
         let root = match &plan.root {
             None => WorkRef::Scratch,
             Some(input) => {
                 let def = Arc::new(plan.definition.clone());
                 let (r, _) = self
                     .solver
-                    .solve(def, input, SolveOptions { no_cache: opts.no_cache }, progress.clone())
+                    .solve(
+                        def,
+                        input,
+                        SolveOptions {
+                            no_cache: opts.no_cache,
+                        },
+                        progress.clone(),
+                    )
                     .await
-                    .map_err(|error| BuildError::Solve { error, dockerfile: dockerfile.clone(), filename: filename.clone() })?;
+                    .map_err(|error| BuildError::Solve {
+                        error,
+                        dockerfile: dockerfile.clone(),
+                        filename: filename.clone(),
+                    })?;
                 r
             }
         };
 
         let mut names = Vec::new();
         for t in &opts.tags {
-            names.push(super::normalize_name(t).map_err(|e| BuildError::Name(t.clone(), e.to_string()))?);
+            names.push(
+                super::normalize_name(t).map_err(|e| BuildError::Name(t.clone(), e.to_string()))?,
+            );
         }
-        let outputs = if opts.outputs.is_empty() { vec![OutputSpec::Image { names: names.clone() }] } else { opts.outputs.clone() };
-        let needs_image = outputs.iter().any(|o| matches!(o, OutputSpec::Image { .. } | OutputSpec::Oci { .. } | OutputSpec::Docker { .. }));
+        let outputs = if opts.outputs.is_empty() {
+            vec![OutputSpec::Image {
+                names: names.clone(),
+            }]
+        } else {
+            opts.outputs.clone()
+        };
+        let needs_image = outputs.iter().any(|o| {
+            matches!(
+                o,
+                OutputSpec::Image { .. } | OutputSpec::Oci { .. } | OutputSpec::Docker { .. }
+            )
+        });
         let image = if needs_image {
-            let (snaps, content, root2, config) = (self.snapshots.clone(), self.content.clone(), root.clone(), plan.image.clone());
+            let (snaps, content, root2, config) = (
+                self.snapshots.clone(),
+                self.content.clone(),
+                root.clone(),
+                plan.image.clone(),
+            );
             Some(
                 tokio::task::spawn_blocking(move || build_image(&snaps, &content, &root2, config))
                     .await
@@ -174,23 +257,44 @@ impl Engine {
         Ok(BuildOutcome { image, names })
     }
 
-    async fn export_one(self: &Arc<Self>, out: &OutputSpec, image: Option<&BuiltImage>, root: &WorkRef) -> Result<(), BuildError> {
+    async fn export_one(
+        self: &Arc<Self>,
+        out: &OutputSpec,
+        image: Option<&BuiltImage>,
+        root: &WorkRef,
+    ) -> Result<(), BuildError> {
         let normalize = |ns: &[String]| -> Result<Vec<String>, BuildError> {
-            ns.iter().map(|n| super::normalize_name(n).map_err(|e| BuildError::Name(n.clone(), e.to_string()))).collect()
+            ns.iter()
+                .map(|n| {
+                    super::normalize_name(n).map_err(|e| BuildError::Name(n.clone(), e.to_string()))
+                })
+                .collect()
         };
         match out {
             OutputSpec::Image { names } => {
                 let img = image.ok_or_else(|| export_err("no image"))?;
                 for n in normalize(names)? {
                     self.images
-                        .put(&n, &img.manifest.digest.to_string(), &img.manifest.media_type, img.manifest.size)
+                        .put(
+                            &n,
+                            &img.manifest.digest.to_string(),
+                            &img.manifest.media_type,
+                            img.manifest.size,
+                        )
                         .map_err(export_err)?;
                 }
             }
             OutputSpec::Oci { dest, names } | OutputSpec::Docker { dest, names } => {
                 let img = image.ok_or_else(|| export_err("no image"))?;
-                let format = if matches!(out, OutputSpec::Oci { .. }) { ArchiveFormat::Oci } else { ArchiveFormat::Docker };
-                let ai = ArchiveImage { names: normalize(names)?, manifest: img.manifest.clone() };
+                let format = if matches!(out, OutputSpec::Oci { .. }) {
+                    ArchiveFormat::Oci
+                } else {
+                    ArchiveFormat::Docker
+                };
+                let ai = ArchiveImage {
+                    names: normalize(names)?,
+                    manifest: img.manifest.clone(),
+                };
                 let content = self.content.clone();
                 let w = create(dest)?;
                 tokio::task::spawn_blocking(move || write_archive(&content, &[ai], format, w))
@@ -201,14 +305,24 @@ impl Engine {
             OutputSpec::Local { dest } | OutputSpec::Tar { dest } => {
                 let mp = self.worker().mountpoint().map_err(export_err)?;
                 let guard = match root {
-                    WorkRef::Snapshot(id) => Some(self.snapshots.mount_readonly(*id, &mp).map_err(export_err)?),
+                    WorkRef::Snapshot(id) => Some(
+                        self.snapshots
+                            .mount_readonly(*id, &mp)
+                            .map_err(export_err)?,
+                    ),
                     _ => None,
                 };
-                let (mp2, dest2, is_tar) = (mp.clone(), dest.clone(), matches!(out, OutputSpec::Tar { .. }));
+                let (mp2, dest2, is_tar) = (
+                    mp.clone(),
+                    dest.clone(),
+                    matches!(out, OutputSpec::Tar { .. }),
+                );
                 let res = tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
                     if is_tar {
                         let w = create(&dest2)?;
-                        crate::layer::write_tree_tar(&mp2, w).map(|_| ()).map_err(export_err)
+                        crate::layer::write_tree_tar(&mp2, w)
+                            .map(|_| ())
+                            .map_err(export_err)
                     } else {
                         crate::export::local::copy_tree(&mp2, &dest2).map_err(export_err)
                     }

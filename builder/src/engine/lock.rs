@@ -17,10 +17,17 @@ impl RootLock {
     }
 
     fn take(root: &Path, how: libc::c_int) -> std::io::Result<RootLock> {
-        let f = File::options().create(true).truncate(false).write(true).open(root.join("lock"))?;
+        let f = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(root.join("lock"))?;
         // SAFETY: flock on a valid, owned fd has no memory-safety preconditions.
         if unsafe { libc::flock(f.as_raw_fd(), how | libc::LOCK_NB) } != 0 {
-            eprintln!("waiting for another kiln process using {} ...", root.display());
+            eprintln!(
+                "waiting for another kiln process using {} ...",
+                root.display()
+            );
             // SAFETY: as above.
             if unsafe { libc::flock(f.as_raw_fd(), how) } != 0 {
                 return Err(std::io::Error::last_os_error());

@@ -51,7 +51,10 @@ impl Default for EngineOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot set up state directory {path}: {source}")]
-    Setup { path: PathBuf, source: std::io::Error },
+    Setup {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Store(String),
 }
@@ -67,7 +70,10 @@ pub struct Engine {
 }
 
 fn mkdir(p: &Path) -> Result<(), EngineError> {
-    std::fs::create_dir_all(p).map_err(|source| EngineError::Setup { path: p.to_path_buf(), source })
+    std::fs::create_dir_all(p).map_err(|source| EngineError::Setup {
+        path: p.to_path_buf(),
+        source,
+    })
 }
 
 fn store_err(e: impl std::fmt::Display) -> EngineError {
@@ -78,7 +84,10 @@ impl Engine {
     pub fn open(opts: EngineOptions) -> Result<Engine, EngineError> {
         mkdir(&opts.root)?;
         mkdir(&opts.state)?;
-        let lock = RootLock::shared(&opts.root).map_err(|source| EngineError::Setup { path: opts.root.clone(), source })?;
+        let lock = RootLock::shared(&opts.root).map_err(|source| EngineError::Setup {
+            path: opts.root.clone(),
+            source,
+        })?;
         let content = Arc::new(ContentStore::new(opts.root.join("content")).map_err(store_err)?);
         let images = Arc::new(ImageStore::open(&opts.root.join("images.db")).map_err(store_err)?);
         let snapshots = Arc::new(
@@ -88,16 +97,25 @@ impl Engine {
         if let Err(e) = crate::worker::snapshot::Snapshotter::cleanup_stale(snapshots.as_ref()) {
             tracing::warn!("cleaning up after an earlier crash: {e}");
         }
-        let executor = Arc::new(RuncExecutor::new(&opts.runtime, &opts.state.join("runc"), &opts.state.join("bundles")));
+        let executor = Arc::new(RuncExecutor::new(
+            &opts.runtime,
+            &opts.state.join("runc"),
+            &opts.state.join("bundles"),
+        ));
         if let Err(e) = executor.cleanup_stale() {
             tracing::warn!("cleaning up containers left by an earlier crash: {e}");
         }
         let registry = Arc::new(
-            RegistryClient::new(RegistryConfig { insecure_hosts: opts.insecure_registries.clone(), ..Default::default() })
-                .map_err(store_err)?,
+            RegistryClient::new(RegistryConfig {
+                insecure_hosts: opts.insecure_registries.clone(),
+                ..Default::default()
+            })
+            .map_err(store_err)?,
         );
-        let checksums = Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
-        let cache = Arc::new(SqliteCacheStore::open(&opts.root.join("cache.db")).map_err(store_err)?);
+        let checksums =
+            Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
+        let cache =
+            Arc::new(SqliteCacheStore::open(&opts.root.join("cache.db")).map_err(store_err)?);
         let worker = Arc::new(KilnWorker {
             content: content.clone(),
             snapshots: snapshots.clone(),
@@ -106,7 +124,15 @@ impl Engine {
             checksums,
             contexts: Default::default(),
         });
-        Ok(Engine { opts, content, images, snapshots, registry, solver: Solver::new(worker, cache), _lock: lock })
+        Ok(Engine {
+            opts,
+            content,
+            images,
+            snapshots,
+            registry,
+            solver: Solver::new(worker, cache),
+            _lock: lock,
+        })
     }
 
     pub fn worker(&self) -> &Arc<KilnWorker> {

@@ -32,7 +32,9 @@ pub struct LocalImage {
 
 /// `busybox` → `docker.io/library/busybox:latest`.
 pub fn normalize_name(name: &str) -> Result<String, PullError> {
-    Reference::parse(name).map(|r| r.to_string()).map_err(|e| PullError::Reference(name.to_string(), e.to_string()))
+    Reference::parse(name)
+        .map(|r| r.to_string())
+        .map_err(|e| PullError::Reference(name.to_string(), e.to_string()))
 }
 
 fn reg_platform(p: &Platform) -> kiln_registry::platform::Platform {
@@ -46,21 +48,40 @@ pub(crate) fn to_digest(d: &impl ToString) -> Result<Digest, PullError> {
 
 impl Engine {
     /// Loads an image whose manifest is in the content store.
-    pub fn load_local(&self, name: &str, manifest_digest: &Digest) -> Result<LocalImage, PullError> {
-        let local = |msg: String| PullError::Local { name: name.to_string(), msg };
+    pub fn load_local(
+        &self,
+        name: &str,
+        manifest_digest: &Digest,
+    ) -> Result<LocalImage, PullError> {
+        let local = |msg: String| PullError::Local {
+            name: name.to_string(),
+            msg,
+        };
         let bytes = read_blob(&self.content, manifest_digest).map_err(local)?;
-        let manifest: Manifest = serde_json::from_slice(&bytes).map_err(|e| local(format!("bad manifest: {e}")))?;
+        let manifest: Manifest =
+            serde_json::from_slice(&bytes).map_err(|e| local(format!("bad manifest: {e}")))?;
         let cfg_digest = to_digest(&manifest.config.digest)?;
         let cfg = read_blob(&self.content, &cfg_digest).map_err(local)?;
-        let config: ImageConfig = serde_json::from_slice(&cfg).map_err(|e| local(format!("bad image config: {e}")))?;
-        Ok(LocalImage { name: name.to_string(), manifest_digest: manifest_digest.clone(), manifest, config })
+        let config: ImageConfig =
+            serde_json::from_slice(&cfg).map_err(|e| local(format!("bad image config: {e}")))?;
+        Ok(LocalImage {
+            name: name.to_string(),
+            manifest_digest: manifest_digest.clone(),
+            manifest,
+            config,
+        })
     }
 
     /// The image `name` from the local store, else pulled (manifest + config) from its registry
     /// and recorded under its name, as `docker build` does without `--pull`.
-    pub async fn resolve_image(&self, name: &str, platform: &Platform) -> Result<LocalImage, PullError> {
+    pub async fn resolve_image(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<LocalImage, PullError> {
         let canonical = normalize_name(name)?;
-        let reference = Reference::parse(name).map_err(|e| PullError::Reference(name.to_string(), e.to_string()))?;
+        let reference = Reference::parse(name)
+            .map_err(|e| PullError::Reference(name.to_string(), e.to_string()))?;
         if reference.digest().is_none() {
             if let Ok(Some(rec)) = self.images.get(&canonical) {
                 if let Some(d) = Digest::parse(&rec.digest) {
@@ -74,7 +95,12 @@ impl Engine {
     }
 
     /// Fetches manifest and config of `reference` into the content store and names it.
-    pub async fn pull_metadata(&self, reference: &Reference, canonical: &str, platform: &Platform) -> Result<LocalImage, PullError> {
+    pub async fn pull_metadata(
+        &self,
+        reference: &Reference,
+        canonical: &str,
+        platform: &Platform,
+    ) -> Result<LocalImage, PullError> {
         let resolved = self
             .registry
             .resolve(reference, &reg_platform(platform))
@@ -82,12 +108,22 @@ impl Engine {
             .map_err(|e| PullError::Registry(e.to_string()))?;
         let manifest_digest = to_digest(&resolved.manifest_digest)?;
         let reg = |e: String| PullError::Registry(e);
-        put_blob(&self.content, &resolved.manifest_bytes, Some(&manifest_digest)).map_err(reg)?;
+        put_blob(
+            &self.content,
+            &resolved.manifest_bytes,
+            Some(&manifest_digest),
+        )
+        .map_err(reg)?;
         let cfg_digest = to_digest(&resolved.config_digest)?;
         put_blob(&self.content, &resolved.config_bytes, Some(&cfg_digest)).map_err(reg)?;
         if reference.digest().is_none() {
             let media = resolved.manifest_media_type.clone();
-            if let Err(e) = self.images.put(canonical, manifest_digest.as_str(), &media, resolved.manifest_bytes.len() as u64) {
+            if let Err(e) = self.images.put(
+                canonical,
+                manifest_digest.as_str(),
+                &media,
+                resolved.manifest_bytes.len() as u64,
+            ) {
                 tracing::warn!("recording pulled image {canonical}: {e}");
             }
         }
@@ -96,7 +132,11 @@ impl Engine {
 
     /// Makes sure a layer blob is in the content store, downloading it from `reference`'s
     /// repository if needed; the content store verifies the digest.
-    pub async fn fetch_layer(&self, reference: &Reference, desc: &Descriptor) -> Result<(), PullError> {
+    pub async fn fetch_layer(
+        &self,
+        reference: &Reference,
+        desc: &Descriptor,
+    ) -> Result<(), PullError> {
         fetch_layer(&self.content, &self.registry, reference, desc).await
     }
 }
@@ -111,27 +151,40 @@ pub(crate) async fn fetch_layer(
     if content.has(&digest) {
         return Ok(());
     }
-    let mut stream = registry.fetch_blob(reference, desc).await.map_err(|e| PullError::Registry(e.to_string()))?;
-    let mut w = content.writer().map_err(|e| PullError::Registry(e.to_string()))?;
+    let mut stream = registry
+        .fetch_blob(reference, desc)
+        .await
+        .map_err(|e| PullError::Registry(e.to_string()))?;
+    let mut w = content
+        .writer()
+        .map_err(|e| PullError::Registry(e.to_string()))?;
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| PullError::Registry(e.to_string()))?;
-        std::io::Write::write_all(&mut w, &chunk).map_err(|e| PullError::Registry(format!("writing blob {digest}: {e}")))?;
+        std::io::Write::write_all(&mut w, &chunk)
+            .map_err(|e| PullError::Registry(format!("writing blob {digest}: {e}")))?;
     }
-    w.commit(Some(&digest)).map_err(|e| PullError::Registry(format!("blob {digest} from {reference}: {e}")))?;
+    w.commit(Some(&digest))
+        .map_err(|e| PullError::Registry(format!("blob {digest} from {reference}: {e}")))?;
     Ok(())
 }
 
 pub(crate) fn read_blob(content: &ContentStore, d: &Digest) -> Result<Vec<u8>, String> {
-    std::fs::read(content.path(d)).map_err(|e| format!("blob {d} missing from the content store: {e}"))
+    std::fs::read(content.path(d))
+        .map_err(|e| format!("blob {d} missing from the content store: {e}"))
 }
 
-pub(crate) fn put_blob(content: &ContentStore, data: &[u8], expected: Option<&Digest>) -> Result<Digest, String> {
+pub(crate) fn put_blob(
+    content: &ContentStore,
+    data: &[u8],
+    expected: Option<&Digest>,
+) -> Result<Digest, String> {
     let d = content.ingest(data, expected).map_err(|e| e.to_string())?;
     Ok(d.digest)
 }
 
 /// Whether a layer media type is one we can unpack.
 pub(crate) fn is_layer(mt: &str) -> bool {
-    mt.starts_with("application/vnd.oci.image.layer.") || mt.starts_with("application/vnd.docker.image.rootfs.")
+    mt.starts_with("application/vnd.oci.image.layer.")
+        || mt.starts_with("application/vnd.docker.image.rootfs.")
         || mt == media_type::OCI_LAYER
 }

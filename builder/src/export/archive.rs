@@ -76,10 +76,21 @@ fn tag_of(name: &str) -> Option<String> {
 }
 
 /// Streams the archive to `out`; blobs are copied from the content store, never held in memory.
-pub fn write_archive(content: &ContentStore, images: &[ArchiveImage], format: ArchiveFormat, out: impl Write) -> Result<(), ArchiveError> {
+pub fn write_archive(
+    content: &ContentStore,
+    images: &[ArchiveImage],
+    format: ArchiveFormat,
+    out: impl Write,
+) -> Result<(), ArchiveError> {
     let mut tb = tar::Builder::new(out);
     let mut written = BTreeSet::new();
-    let mut index = Index { schema_version: 2, media_type: Some(media_type::OCI_INDEX.into()), manifests: vec![], subject: None, annotations: Default::default() };
+    let mut index = Index {
+        schema_version: 2,
+        media_type: Some(media_type::OCI_INDEX.into()),
+        manifests: vec![],
+        subject: None,
+        annotations: Default::default(),
+    };
     let mut docker = Vec::new();
 
     let mut add_blob = |tb: &mut tar::Builder<_>, d: &str| -> Result<(), ArchiveError> {
@@ -87,18 +98,24 @@ pub fn write_archive(content: &ContentStore, images: &[ArchiveImage], format: Ar
             return Ok(());
         }
         let digest = Digest::parse(d).ok_or_else(|| invalid(format!("bad digest {d}")))?;
-        let f = std::fs::File::open(content.path(&digest)).map_err(|e| invalid(format!("blob {d}: {e}")))?;
+        let f = std::fs::File::open(content.path(&digest))
+            .map_err(|e| invalid(format!("blob {d}: {e}")))?;
         let size = f.metadata()?.len();
         tb.append(&header(&blob_path(d), size), f)?;
         Ok(())
     };
 
-    tb.append(&header("oci-layout", 30), &br#"{"imageLayoutVersion":"1.0.0"}"#[..])?;
+    tb.append(
+        &header("oci-layout", 30),
+        &br#"{"imageLayoutVersion":"1.0.0"}"#[..],
+    )?;
     for img in images {
         let md = img.manifest.digest.to_string();
         let manifest: Manifest = serde_json::from_slice(
-            &std::fs::read(content.path(&Digest::parse(&md).ok_or_else(|| invalid("bad manifest digest"))?))
-                .map_err(|e| invalid(format!("manifest {md}: {e}")))?,
+            &std::fs::read(
+                content.path(&Digest::parse(&md).ok_or_else(|| invalid("bad manifest digest"))?),
+            )
+            .map_err(|e| invalid(format!("manifest {md}: {e}")))?,
         )
         .map_err(invalid)?;
         add_blob(&mut tb, &manifest.config.digest.to_string())?;
@@ -111,16 +128,22 @@ pub fn write_archive(content: &ContentStore, images: &[ArchiveImage], format: Ar
         }
         for n in &img.names {
             let mut d = img.manifest.clone();
-            d.annotations.insert("io.containerd.image.name".into(), n.clone());
+            d.annotations
+                .insert("io.containerd.image.name".into(), n.clone());
             if let Some(t) = tag_of(n) {
-                d.annotations.insert("org.opencontainers.image.ref.name".into(), t);
+                d.annotations
+                    .insert("org.opencontainers.image.ref.name".into(), t);
             }
             index.manifests.push(d);
         }
         docker.push(DockerManifestEntry {
             config: blob_path(&manifest.config.digest.to_string()),
             repo_tags: Some(img.names.iter().map(|n| familiar(n)).collect()),
-            layers: manifest.layers.iter().map(|l| blob_path(&l.digest.to_string())).collect(),
+            layers: manifest
+                .layers
+                .iter()
+                .map(|l| blob_path(&l.digest.to_string()))
+                .collect(),
         });
     }
     let idx = serde_json::to_vec(&index).map_err(invalid)?;
@@ -149,7 +172,11 @@ pub fn load_archive(content: &ContentStore, input: impl Read) -> Result<Loaded, 
         if entry.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
-        let path = entry.path()?.to_string_lossy().trim_start_matches("./").to_string();
+        let path = entry
+            .path()?
+            .to_string_lossy()
+            .trim_start_matches("./")
+            .to_string();
         if SMALL.contains(&path.as_str()) {
             let mut buf = Vec::new();
             entry.read_to_end(&mut buf)?;
@@ -158,12 +185,17 @@ pub fn load_archive(content: &ContentStore, input: impl Read) -> Result<Loaded, 
         }
         let mut w = content.writer().map_err(invalid)?;
         let size = std::io::copy(&mut entry, &mut w)?;
-        let expected = path.strip_prefix("blobs/sha256/").and_then(|h| Digest::parse(&format!("sha256:{h}")));
-        let d = w.commit(expected.as_ref()).map_err(|e| invalid(format!("{path}: {e}")))?;
+        let expected = path
+            .strip_prefix("blobs/sha256/")
+            .and_then(|h| Digest::parse(&format!("sha256:{h}")));
+        let d = w
+            .commit(expected.as_ref())
+            .map_err(|e| invalid(format!("{path}: {e}")))?;
         files.insert(path, (d.digest, size));
     }
     if let Some(idx) = small.get("index.json") {
-        let index: Index = serde_json::from_slice(idx).map_err(|e| invalid(format!("index.json: {e}")))?;
+        let index: Index =
+            serde_json::from_slice(idx).map_err(|e| invalid(format!("index.json: {e}")))?;
         let mut out = Vec::new();
         for d in index.manifests {
             let desc = resolve_platform_manifest(content, d)?;
@@ -173,17 +205,28 @@ pub fn load_archive(content: &ContentStore, input: impl Read) -> Result<Loaded, 
         return Ok(out);
     }
     let Some(m) = small.get("manifest.json") else {
-        return Err(invalid("neither index.json nor manifest.json in the archive: not an image archive"));
+        return Err(invalid(
+            "neither index.json nor manifest.json in the archive: not an image archive",
+        ));
     };
-    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(m).map_err(|e| invalid(format!("manifest.json: {e}")))?;
+    let entries: Vec<DockerManifestEntry> =
+        serde_json::from_slice(m).map_err(|e| invalid(format!("manifest.json: {e}")))?;
     let mut out = Vec::new();
     for e in entries {
-        let (cd, cs) = files.get(&e.config).cloned().ok_or_else(|| invalid(format!("{} missing", e.config)))?;
+        let (cd, cs) = files
+            .get(&e.config)
+            .cloned()
+            .ok_or_else(|| invalid(format!("{} missing", e.config)))?;
         let mut layers = Vec::new();
         for l in &e.layers {
-            let (ld, ls) = files.get(l).cloned().ok_or_else(|| invalid(format!("{l} missing")))?;
+            let (ld, ls) = files
+                .get(l)
+                .cloned()
+                .ok_or_else(|| invalid(format!("{l} missing")))?;
             let mut head = [0u8; 4];
-            let n = std::fs::File::open(content.path(&ld)).and_then(|mut f| f.read(&mut head)).unwrap_or(0);
+            let n = std::fs::File::open(content.path(&ld))
+                .and_then(|mut f| f.read(&mut head))
+                .unwrap_or(0);
             let mt = if n >= 2 && head[..2] == [0x1f, 0x8b] {
                 media_type::OCI_LAYER_GZIP
             } else if n >= 4 && head == [0x28, 0xb5, 0x2f, 0xfd] {
@@ -204,7 +247,11 @@ pub fn load_archive(content: &ContentStore, input: impl Read) -> Result<Loaded, 
         };
         let bytes = serde_json::to_vec(&manifest).map_err(invalid)?;
         let md = content.ingest(&bytes[..], None).map_err(invalid)?;
-        let desc = Descriptor::new(media_type::OCI_MANIFEST, reg_digest(&md.digest)?, bytes.len() as u64);
+        let desc = Descriptor::new(
+            media_type::OCI_MANIFEST,
+            reg_digest(&md.digest)?,
+            bytes.len() as u64,
+        );
         let tags = e.repo_tags.unwrap_or_default();
         if tags.is_empty() {
             out.push((None, desc.clone()));
@@ -221,17 +268,25 @@ fn reg_digest(d: &Digest) -> Result<kiln_registry::digest::Digest, ArchiveError>
 }
 
 /// Follows nested indexes to the linux/amd64 image manifest.
-fn resolve_platform_manifest(content: &ContentStore, d: Descriptor) -> Result<Descriptor, ArchiveError> {
+fn resolve_platform_manifest(
+    content: &ContentStore,
+    d: Descriptor,
+) -> Result<Descriptor, ArchiveError> {
     if !media_type::is_index(&d.media_type) {
         return Ok(d);
     }
     let digest = Digest::parse(&d.digest.to_string()).ok_or_else(|| invalid("bad digest"))?;
-    let idx: Index = serde_json::from_slice(&std::fs::read(content.path(&digest))?).map_err(invalid)?;
+    let idx: Index =
+        serde_json::from_slice(&std::fs::read(content.path(&digest))?).map_err(invalid)?;
     let pick = idx
         .manifests
         .into_iter()
         .filter(|m| !m.is_attestation())
-        .find(|m| m.platform.as_ref().is_none_or(|p| p.os == "linux" && p.architecture == "amd64"))
+        .find(|m| {
+            m.platform
+                .as_ref()
+                .is_none_or(|p| p.os == "linux" && p.architecture == "amd64")
+        })
         .ok_or_else(|| invalid("no linux/amd64 image in the archive's index"))?;
     let mut out = resolve_platform_manifest(content, pick)?;
     for (k, v) in d.annotations {

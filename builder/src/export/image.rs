@@ -85,11 +85,19 @@ pub fn build_image(
     let real: Vec<&LayerInfo> = layers.iter().filter(|l| !l.empty).collect();
     config.rootfs.kind = "layers".into();
     config.rootfs.diff_ids = real.iter().map(|l| l.diff_id.clone()).collect();
-    if config.created.is_none() || config.history.iter().any(|h| h.created.as_deref() == Some(&created)) {
+    if config.created.is_none()
+        || config
+            .history
+            .iter()
+            .any(|h| h.created.as_deref() == Some(&created))
+    {
         config.created = Some(created);
     }
     let config_bytes = serde_json::to_vec(&config).map_err(other)?;
-    let config_digest = content.ingest(&config_bytes[..], None).map_err(other)?.digest;
+    let config_digest = content
+        .ingest(&config_bytes[..], None)
+        .map_err(other)?
+        .digest;
 
     let mut layer_descs = Vec::with_capacity(real.len());
     for l in &real {
@@ -117,11 +125,25 @@ pub fn build_image(
         manifest_bytes.len() as u64,
     );
     desc.platform = Some(kiln_registry::platform::Platform::new(
-        if config.os.is_empty() { "linux" } else { &config.os },
-        if config.architecture.is_empty() { "amd64" } else { &config.architecture },
+        if config.os.is_empty() {
+            "linux"
+        } else {
+            &config.os
+        },
+        if config.architecture.is_empty() {
+            "amd64"
+        } else {
+            &config.architecture
+        },
         config.variant.as_deref(),
     ));
-    Ok(BuiltImage { manifest: desc, manifest_bytes, config, config_digest, layers: layer_descs })
+    Ok(BuiltImage {
+        manifest: desc,
+        manifest_bytes,
+        config,
+        config_digest,
+        layers: layer_descs,
+    })
 }
 
 /// Docker media types of pulled layers map to their OCI equivalents in an OCI manifest.
@@ -138,16 +160,31 @@ mod tests {
     use super::*;
 
     fn h(by: &str, empty: bool) -> History {
-        History { created_by: Some(by.into()), empty_layer: empty, ..Default::default() }
+        History {
+            created_by: Some(by.into()),
+            empty_layer: empty,
+            ..Default::default()
+        }
     }
 
     fn l(empty: bool) -> LayerInfo {
-        LayerInfo { diff_id: "d".into(), digest: "x".into(), size: 1, media_type: String::new(), empty }
+        LayerInfo {
+            diff_id: "d".into(),
+            digest: "x".into(),
+            size: 1,
+            media_type: String::new(),
+            empty,
+        }
     }
 
     #[test]
     fn empty_diffs_turn_their_history_entries_empty() {
-        let mut hist = vec![h("base", false), h("ENV a=b", true), h("RUN true", false), h("COPY x", false)];
+        let mut hist = vec![
+            h("base", false),
+            h("ENV a=b", true),
+            h("RUN true", false),
+            h("COPY x", false),
+        ];
         align_history(&mut hist, &[l(false), l(true), l(false)], "t");
         assert!(hist[2].empty_layer);
         assert!(!hist[3].empty_layer);

@@ -12,7 +12,10 @@ pub enum LocalExportError {
 /// Copies the tree at `src` (a mounted snapshot) into `dest`, keeping owners, modes, links and
 /// xattrs. `cp -a` is the tool that does exactly this, with reflinks where the fs has them.
 pub fn copy_tree(src: &Path, dest: &Path) -> Result<(), LocalExportError> {
-    let fail = |msg: String| LocalExportError::Failed { dest: dest.display().to_string(), msg };
+    let fail = |msg: String| LocalExportError::Failed {
+        dest: dest.display().to_string(),
+        msg,
+    };
     std::fs::create_dir_all(dest).map_err(|e| fail(e.to_string()))?;
     let out = Command::new("cp")
         .arg("-a")
@@ -22,7 +25,9 @@ pub fn copy_tree(src: &Path, dest: &Path) -> Result<(), LocalExportError> {
         .output()
         .map_err(|e| fail(format!("running cp: {e}")))?;
     if !out.status.success() {
-        return Err(fail(String::from_utf8_lossy(&out.stderr).trim().to_string()));
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
     }
     Ok(())
 }

@@ -38,9 +38,12 @@ pub struct ImageStore {
 
 impl ImageStore {
     pub fn open(path: &Path) -> Result<Self, ImageStoreError> {
-        let conn = Connection::open(path).map_err(|e| ImageStoreError::Db(format!("open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(60)).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
+        let conn = Connection::open(path)
+            .map_err(|e| ImageStoreError::Db(format!("open {}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(60))
+            .map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS images (
                 name TEXT PRIMARY KEY,
@@ -51,11 +54,22 @@ impl ImageStore {
             );",
         )
         .map_err(db)?;
-        Ok(ImageStore { conn: Mutex::new(conn) })
+        Ok(ImageStore {
+            conn: Mutex::new(conn),
+        })
     }
 
-    pub fn put(&self, name: &str, digest: &str, media_type: &str, size: u64) -> Result<(), ImageStoreError> {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0);
+    pub fn put(
+        &self,
+        name: &str,
+        digest: &str,
+        media_type: &str,
+        size: u64,
+    ) -> Result<(), ImageStoreError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
         let conn = self.conn.lock().map_err(db)?;
         conn.execute(
             "INSERT INTO images (name, digest, media_type, size, created) VALUES (?1, ?2, ?3, ?4, ?5)
@@ -89,9 +103,12 @@ impl ImageStore {
     }
 
     pub fn remove(&self, name: &str) -> Result<ImageRecord, ImageStoreError> {
-        let rec = self.get(name)?.ok_or_else(|| ImageStoreError::NotFound(name.to_string()))?;
+        let rec = self
+            .get(name)?
+            .ok_or_else(|| ImageStoreError::NotFound(name.to_string()))?;
         let conn = self.conn.lock().map_err(db)?;
-        conn.execute("DELETE FROM images WHERE name = ?1", params![name]).map_err(db)?;
+        conn.execute("DELETE FROM images WHERE name = ?1", params![name])
+            .map_err(db)?;
         Ok(rec)
     }
 }
@@ -114,12 +131,20 @@ mod tests {
     fn put_get_list_remove() {
         let dir = tempfile::tempdir().unwrap();
         let s = ImageStore::open(&dir.path().join("images.db")).unwrap();
-        s.put("docker.io/library/a:latest", "sha256:1", "m", 10).unwrap();
-        s.put("docker.io/library/a:latest", "sha256:2", "m", 11).unwrap();
+        s.put("docker.io/library/a:latest", "sha256:1", "m", 10)
+            .unwrap();
+        s.put("docker.io/library/a:latest", "sha256:2", "m", 11)
+            .unwrap();
         s.put("docker.io/library/b:1", "sha256:2", "m", 11).unwrap();
-        assert_eq!(s.get("docker.io/library/a:latest").unwrap().unwrap().digest, "sha256:2");
+        assert_eq!(
+            s.get("docker.io/library/a:latest").unwrap().unwrap().digest,
+            "sha256:2"
+        );
         assert_eq!(s.list().unwrap().len(), 2);
         s.remove("docker.io/library/b:1").unwrap();
-        assert!(matches!(s.remove("docker.io/library/b:1"), Err(ImageStoreError::NotFound(_))));
+        assert!(matches!(
+            s.remove("docker.io/library/b:1"),
+            Err(ImageStoreError::NotFound(_))
+        ));
     }
 }

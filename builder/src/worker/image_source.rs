@@ -29,26 +29,46 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
 }
 
 /// Returns the top snapshot of the image (None for an image without layers).
-pub async fn unpack_image(w: &KilnWorker, v: &VertexCtx, reference: &str) -> Result<Option<SnapshotId>, WorkerError> {
+pub async fn unpack_image(
+    w: &KilnWorker,
+    v: &VertexCtx,
+    reference: &str,
+) -> Result<Option<SnapshotId>, WorkerError> {
     let r = Reference::parse(reference).map_err(err)?;
     let manifest_digest = r
         .digest()
         .map(|d| d.to_string())
         .and_then(|d| Digest::parse(&d))
-        .ok_or_else(|| err(format!("image source {reference} is not pinned to a digest")))?;
+        .ok_or_else(|| {
+            err(format!(
+                "image source {reference} is not pinned to a digest"
+            ))
+        })?;
     let manifest: Manifest = match read_blob(&w.content, &manifest_digest) {
         Ok(b) => serde_json::from_slice(&b).map_err(err)?,
         Err(_) => {
-            let resolved = w.registry.resolve(&r, &kiln_registry::platform::Platform::new("linux", "amd64", None)).await.map_err(err)?;
+            let resolved = w
+                .registry
+                .resolve(
+                    &r,
+                    &kiln_registry::platform::Platform::new("linux", "amd64", None),
+                )
+                .await
+                .map_err(err)?;
             put_blob(&w.content, &resolved.manifest_bytes, Some(&manifest_digest)).map_err(err)?;
             put_blob(&w.content, &resolved.config_bytes, None).map_err(err)?;
             serde_json::from_slice(&resolved.manifest_bytes).map_err(err)?
         }
     };
     let cfg_digest = to_digest(&manifest.config.digest).map_err(err)?;
-    let config: kiln_frontend::ImageConfig = serde_json::from_slice(&read_blob(&w.content, &cfg_digest).map_err(err)?).map_err(err)?;
+    let config: kiln_frontend::ImageConfig =
+        serde_json::from_slice(&read_blob(&w.content, &cfg_digest).map_err(err)?).map_err(err)?;
     let diff_ids = &config.rootfs.diff_ids;
-    let layers: Vec<_> = manifest.layers.iter().filter(|l| is_layer(&l.media_type)).collect();
+    let layers: Vec<_> = manifest
+        .layers
+        .iter()
+        .filter(|l| is_layer(&l.media_type))
+        .collect();
     if layers.len() != diff_ids.len() {
         return Err(err(format!(
             "image {reference}: {} layers but {} diff_ids in its config",
@@ -74,33 +94,51 @@ pub async fn unpack_image(w: &KilnWorker, v: &VertexCtx, reference: &str) -> Res
 
     // Download what is missing in parallel, then apply in order.
     v.status(format!("pulling {} layer(s)", chains.len() - have));
-    let fetches = layers[have..].iter().map(|l| fetch_layer(&w.content, &w.registry, &r, l));
+    let fetches = layers[have..]
+        .iter()
+        .map(|l| fetch_layer(&w.content, &w.registry, &r, l));
     futures::future::try_join_all(fetches).await.map_err(err)?;
 
     for i in have..chains.len() {
         let desc = layers[i];
         let digest = to_digest(&desc.digest).map_err(err)?;
-        let active = w.snapshots.prepare(parent).map_err(err)?;
-        let upper = w.snapshots.upper_dir(active.id());
+        let prepared = super::ops::Prepared::new(&w.snapshots, parent)?;
+        let upper = w.snapshots.upper_dir(prepared.active()?.id());
         let lowers: Vec<_> = match parent {
-            Some(p) => w.snapshots.chain(p).map_err(err)?.into_iter().rev().map(|id| w.snapshots.upper_dir(id)).collect(),
+            Some(p) => w
+                .snapshots
+                .chain(p)
+                .map_err(err)?
+                .into_iter()
+                .rev()
+                .map(|id| w.snapshots.upper_dir(id))
+                .collect(),
             None => Vec::new(),
         };
         let path = w.content.path(&digest);
         let media = desc.media_type.clone();
+        let diff_id = Digest::parse(&diff_ids[i])
+            .ok_or_else(|| err(format!("bad diff_id {}", diff_ids[i])))?;
+        // Decompression overlaps extraction, and the uncompressed stream must match the
+        // config's diff_id: a layer that doesn't is refused, never half-used.
         let applied = tokio::task::spawn_blocking(move || -> Result<(), WorkerError> {
             let f = std::fs::File::open(&path).map_err(err)?;
-            let reader = crate::layer::decompressor(std::io::BufReader::with_capacity(1 << 20, f), Some(&media)).map_err(err)?;
-            crate::layer::apply_layer(reader, &upper, &lowers).map_err(err)?;
+            crate::layer::apply_blob(
+                std::io::BufReader::with_capacity(1 << 20, f),
+                Some(&media),
+                &upper,
+                &lowers,
+                Some(&diff_id),
+            )
+            .map_err(err)?;
             Ok(())
         })
         .await
         .map_err(err)?;
         if let Err(e) = applied {
-            let _ = w.snapshots.abort(active);
             return Err(err(format!("unpacking layer {digest} of {reference}: {e}")));
         }
-        let id = w.snapshots.commit(active, Some(&chains[i])).map_err(err)?;
+        let id = prepared.commit(Some(&chains[i]))?;
         let info = LayerInfo {
             diff_id: diff_ids[i].clone(),
             digest: digest.to_string(),
@@ -108,7 +146,9 @@ pub async fn unpack_image(w: &KilnWorker, v: &VertexCtx, reference: &str) -> Res
             media_type: desc.media_type.clone(),
             empty: false,
         };
-        w.snapshots.set_layer_info(id, &serde_json::to_string(&info).map_err(err)?).map_err(err)?;
+        w.snapshots
+            .set_layer_info(id, &serde_json::to_string(&info).map_err(err)?)
+            .map_err(err)?;
         parent = Some(id);
     }
     Ok(parent)

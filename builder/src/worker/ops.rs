@@ -7,12 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kiln_solver::engine::{CacheMap, VertexCtx, Worker, WorkerError};
-use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, FileOp, MountKind, Node, Op, SourceOp};
+use kiln_solver::llb::{
+    CopyAction, Digest, ExecOp, FileAction, FileOp, MountKind, Node, Op, SourceOp,
+};
 
 use super::checksum::ChecksumCache;
 use super::exec::{ExecSpec, Executor, ExitOutcome, ExtraMount, RuncExecutor};
 use super::fileop::SourceTree;
-use super::snapshot::{MountGuard, OverlaySnapshotter, SnapshotId, Snapshotter};
+use super::snapshot::{Active, MountGuard, OverlaySnapshotter, SnapshotId, Snapshotter};
 use crate::store::content::ContentStore;
 
 /// A solved result.
@@ -37,9 +39,15 @@ impl LocalDir {
         let exclude = if self.exclude.is_empty() {
             None
         } else {
-            Some(kiln_frontend::dockerignore::PatternMatcher::new(&self.exclude)?)
+            Some(kiln_frontend::dockerignore::PatternMatcher::new(
+                &self.exclude,
+            )?)
         };
-        Ok(SourceTree { root: self.root.clone(), exclude, context: true })
+        Ok(SourceTree {
+            root: self.root.clone(),
+            exclude,
+            context: true,
+        })
     }
 }
 
@@ -67,6 +75,50 @@ pub struct KilnWorker {
     pub contexts: Mutex<HashMap<String, PathBuf>>,
 }
 
+/// An active snapshot that is aborted unless committed: on errors and on cancellation (the
+/// step's future dropped, e.g. Ctrl-C) no half-written snapshot stays behind.
+pub(crate) struct Prepared<'a> {
+    snapshots: &'a OverlaySnapshotter,
+    active: Option<Active>,
+}
+
+impl<'a> Prepared<'a> {
+    pub(crate) fn new(
+        snapshots: &'a OverlaySnapshotter,
+        parent: Option<SnapshotId>,
+    ) -> Result<Self, WorkerError> {
+        let active = snapshots.prepare(parent).map_err(other)?;
+        Ok(Prepared {
+            snapshots,
+            active: Some(active),
+        })
+    }
+
+    pub(crate) fn active(&self) -> Result<&Active, WorkerError> {
+        self.active
+            .as_ref()
+            .ok_or_else(|| other("snapshot already committed"))
+    }
+
+    pub(crate) fn commit(mut self, name: Option<&str>) -> Result<SnapshotId, WorkerError> {
+        let active = self
+            .active
+            .take()
+            .ok_or_else(|| other("snapshot already committed"))?;
+        self.snapshots.commit(active, name).map_err(other)
+    }
+}
+
+impl Drop for Prepared<'_> {
+    fn drop(&mut self) {
+        if let Some(a) = self.active.take() {
+            if let Err(e) = self.snapshots.abort(a) {
+                tracing::warn!("discarding an unfinished snapshot: {e}");
+            }
+        }
+    }
+}
+
 fn other(e: impl std::fmt::Display) -> WorkerError {
     Box::new(OpError::Other(e.to_string()))
 }
@@ -76,7 +128,9 @@ impl KilnWorker {
         match r {
             WorkRef::Scratch => Ok(None),
             WorkRef::Snapshot(id) => Ok(Some(*id)),
-            WorkRef::Local(_) => Err(Box::new(OpError::Unsupported("using a local directory as a root filesystem".into()))),
+            WorkRef::Local(_) => Err(Box::new(OpError::Unsupported(
+                "using a local directory as a root filesystem".into(),
+            ))),
         }
     }
 
@@ -101,34 +155,58 @@ impl KilnWorker {
         }
     }
 
-    async fn exec_op(&self, v: &VertexCtx, e: &ExecOp, inputs: &[WorkRef]) -> Result<Vec<WorkRef>, WorkerError> {
-        let root = e.mounts.first().filter(|m| m.dest == "/").ok_or_else(|| other("exec op without a root mount"))?;
+    async fn exec_op(
+        &self,
+        v: &VertexCtx,
+        e: &ExecOp,
+        inputs: &[WorkRef],
+    ) -> Result<Vec<WorkRef>, WorkerError> {
+        let root = e
+            .mounts
+            .first()
+            .filter(|m| m.dest == "/")
+            .ok_or_else(|| other("exec op without a root mount"))?;
         let base = match root.input {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
             None => None,
         };
-        let active = self.snapshots.prepare(base).map_err(other)?;
+        let prepared = Prepared::new(&self.snapshots, base)?;
         let rootfs = self.mountpoint()?;
         let result = async {
-            let guard = self.snapshots.mount(&active, &rootfs).map_err(other)?;
+            let guard = self
+                .snapshots
+                .mount(prepared.active()?, &rootfs)
+                .map_err(other)?;
             let mut extra = Vec::new();
             let mut guards = Vec::new();
             for m in &e.mounts[1..] {
                 match &m.kind {
                     MountKind::Bind => {
                         let src = match m.input {
-                            Some(i) => inputs.get(i).ok_or_else(|| other("bad input index"))?.clone(),
+                            Some(i) => inputs
+                                .get(i)
+                                .ok_or_else(|| other("bad input index"))?
+                                .clone(),
                             None => WorkRef::Scratch,
                         };
                         let (path, g) = self.mount_input(&src)?;
                         guards.extend(g);
                         let sel = m.selector.trim_start_matches('/');
                         let source = if sel.is_empty() { path } else { path.join(sel) };
-                        extra.push(ExtraMount::Bind { source, dest: m.dest.clone(), readonly: m.readonly });
+                        extra.push(ExtraMount::Bind {
+                            source,
+                            dest: m.dest.clone(),
+                            readonly: m.readonly,
+                        });
                     }
-                    MountKind::Tmpfs { size } => extra.push(ExtraMount::Tmpfs { dest: m.dest.clone(), size: *size }),
+                    MountKind::Tmpfs { size } => extra.push(ExtraMount::Tmpfs {
+                        dest: m.dest.clone(),
+                        size: *size,
+                    }),
                     other_kind => {
-                        return Err(Box::new(OpError::Unsupported(format!("RUN --mount of kind {other_kind:?}"))) as WorkerError)
+                        return Err(Box::new(OpError::Unsupported(format!(
+                            "RUN --mount of kind {other_kind:?}"
+                        ))) as WorkerError)
                     }
                 }
             }
@@ -138,7 +216,11 @@ impl KilnWorker {
                 env: e.meta.env.clone(),
                 cwd: e.meta.cwd.clone(),
                 user: e.meta.user.clone(),
-                hostname: e.meta.hostname.clone().unwrap_or_else(|| "buildkitsandbox".into()),
+                hostname: e
+                    .meta
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| "buildkitsandbox".into()),
                 network: e.network,
                 security: e.security,
                 mounts: extra,
@@ -146,7 +228,11 @@ impl KilnWorker {
             let vv = v.clone();
             let outcome = self
                 .executor
-                .run(spec, Box::new(move |stderr, data: &[u8]| vv.log(stderr, data)), Default::default())
+                .run(
+                    spec,
+                    Box::new(move |stderr, data: &[u8]| vv.log(stderr, data)),
+                    Default::default(),
+                )
                 .await
                 .map_err(other)?;
             drop(guards);
@@ -154,23 +240,17 @@ impl KilnWorker {
             let cmd = e.meta.args.join(" ");
             match outcome {
                 ExitOutcome::Exited(0) => Ok(()),
-                ExitOutcome::Exited(code) => Err(Box::new(OpError::ExitCode { cmd, code }) as WorkerError),
-                ExitOutcome::Signaled(signal) => Err(Box::new(OpError::Signaled { cmd, signal }) as WorkerError),
+                ExitOutcome::Exited(code) => {
+                    Err(Box::new(OpError::ExitCode { cmd, code }) as WorkerError)
+                }
+                ExitOutcome::Signaled(signal) => {
+                    Err(Box::new(OpError::Signaled { cmd, signal }) as WorkerError)
+                }
             }
         }
         .await;
-        match result {
-            Ok(()) => {
-                let id = self.snapshots.commit(active, None).map_err(other)?;
-                Ok(vec![WorkRef::Snapshot(id)])
-            }
-            Err(e) => {
-                if let Err(ae) = self.snapshots.abort(active) {
-                    tracing::warn!("discarding failed snapshot: {ae}");
-                }
-                Err(e)
-            }
-        }
+        result?;
+        Ok(vec![WorkRef::Snapshot(prepared.commit(None)?)])
     }
 
     async fn file_op(&self, f: &FileOp, inputs: &[WorkRef]) -> Result<Vec<WorkRef>, WorkerError> {
@@ -178,14 +258,20 @@ impl KilnWorker {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
             None => None,
         };
-        let active = self.snapshots.prepare(base).map_err(other)?;
+        let prepared = Prepared::new(&self.snapshots, base)?;
         let dest = self.mountpoint()?;
         let result = async {
-            let guard = self.snapshots.mount(&active, &dest).map_err(other)?;
+            let guard = self
+                .snapshots
+                .mount(prepared.active()?, &dest)
+                .map_err(other)?;
             let mut guards = Vec::new();
             let mut sources: Vec<Option<SourceTree>> = Vec::with_capacity(inputs.len());
             for (i, r) in inputs.iter().enumerate() {
-                let used = f.actions.iter().any(|a| matches!(a, FileAction::Copy(c) if c.source == Some(i)));
+                let used = f
+                    .actions
+                    .iter()
+                    .any(|a| matches!(a, FileAction::Copy(c) if c.source == Some(i)));
                 if !used {
                     sources.push(None);
                     continue;
@@ -202,21 +288,18 @@ impl KilnWorker {
             }
             let actions = f.actions.clone();
             let dest2 = dest.clone();
-            tokio::task::spawn_blocking(move || super::fileop::apply_file_actions(&dest2, &sources, &actions))
-                .await
-                .map_err(other)??;
+            tokio::task::spawn_blocking(move || {
+                super::fileop::apply_file_actions(&dest2, &sources, &actions)
+            })
+            .await
+            .map_err(other)??;
             drop(guards);
             drop(guard);
             Ok::<(), WorkerError>(())
         }
         .await;
-        match result {
-            Ok(()) => Ok(vec![WorkRef::Snapshot(self.snapshots.commit(active, None).map_err(other)?)]),
-            Err(e) => {
-                let _ = self.snapshots.abort(active);
-                Err(e)
-            }
-        }
+        result?;
+        Ok(vec![WorkRef::Snapshot(prepared.commit(None)?)])
     }
 }
 
@@ -224,7 +307,12 @@ impl KilnWorker {
 impl Worker for KilnWorker {
     type Ref = WorkRef;
 
-    async fn cache_map(&self, _v: &VertexCtx, node: &Node, inputs: &[WorkRef]) -> Result<CacheMap, WorkerError> {
+    async fn cache_map(
+        &self,
+        _v: &VertexCtx,
+        node: &Node,
+        inputs: &[WorkRef],
+    ) -> Result<CacheMap, WorkerError> {
         let mut cm = CacheMap::for_node(node);
         match &node.op {
             Op::Source(SourceOp::Local { .. }) => cm.cacheable = false,
@@ -242,17 +330,18 @@ impl Worker for KilnWorker {
                         .collect();
                     let tree = l.tree()?;
                     let cache = self.checksums.clone();
-                    let sum = tokio::task::spawn_blocking(move || -> Result<Digest, WorkerError> {
-                        let mut all = String::new();
-                        for c in &copies {
-                            let d = cache.checksum_copy(&tree, c)?;
-                            all.push_str(d.as_str());
-                            all.push('\n');
-                        }
-                        Ok(Digest::of(all.as_bytes()))
-                    })
-                    .await
-                    .map_err(other)??;
+                    let sum =
+                        tokio::task::spawn_blocking(move || -> Result<Digest, WorkerError> {
+                            let mut all = String::new();
+                            for c in &copies {
+                                let d = cache.checksum_copy(&tree, c)?;
+                                all.push_str(d.as_str());
+                                all.push('\n');
+                            }
+                            Ok(Digest::of(all.as_bytes()))
+                        })
+                        .await
+                        .map_err(other)??;
                     if let Some(slot) = cm.deps.get_mut(i) {
                         *slot = Some(sum);
                     }
@@ -263,9 +352,18 @@ impl Worker for KilnWorker {
         Ok(cm)
     }
 
-    async fn exec(&self, v: &VertexCtx, node: &Node, inputs: &[WorkRef]) -> Result<Vec<WorkRef>, WorkerError> {
+    async fn exec(
+        &self,
+        v: &VertexCtx,
+        node: &Node,
+        inputs: &[WorkRef],
+    ) -> Result<Vec<WorkRef>, WorkerError> {
         match &node.op {
-            Op::Source(SourceOp::Local { name, exclude_patterns, .. }) => {
+            Op::Source(SourceOp::Local {
+                name,
+                exclude_patterns,
+                ..
+            }) => {
                 let root = self
                     .contexts
                     .lock()
@@ -273,7 +371,10 @@ impl Worker for KilnWorker {
                     .get(name)
                     .cloned()
                     .ok_or_else(|| Box::new(OpError::NoLocal(name.clone())) as WorkerError)?;
-                Ok(vec![WorkRef::Local(Arc::new(LocalDir { root, exclude: exclude_patterns.clone() }))])
+                Ok(vec![WorkRef::Local(Arc::new(LocalDir {
+                    root,
+                    exclude: exclude_patterns.clone(),
+                }))])
             }
             Op::Source(SourceOp::Image { reference, .. }) => {
                 let id = super::image_source::unpack_image(self, v, reference).await?;
@@ -281,7 +382,9 @@ impl Worker for KilnWorker {
             }
             Op::Exec(e) => self.exec_op(v, e, inputs).await,
             Op::File(f) => self.file_op(f, inputs).await,
-            Op::Merge(_) | Op::Diff(_) => Err(Box::new(OpError::Unsupported("merge and diff ops".into()))),
+            Op::Merge(_) | Op::Diff(_) => {
+                Err(Box::new(OpError::Unsupported("merge and diff ops".into())))
+            }
         }
     }
 

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use futures::future::{BoxFuture, FutureExt, Shared};
+use futures::future::{BoxFuture, FutureExt, Shared, WeakShared};
 use sha2::{Digest as _, Sha256};
 
 use crate::cache::CacheStore;
@@ -69,7 +69,8 @@ pub struct Solved<R> {
     pub volatile: bool,
 }
 
-type VertexFuture<R> = Shared<BoxFuture<'static, Result<Arc<Solved<R>>, SolveError>>>;
+type VertexResult<R> = Result<Arc<Solved<R>>, SolveError>;
+type VertexFuture<R> = Shared<BoxFuture<'static, VertexResult<R>>>;
 
 pub struct Solver<W: Worker> {
     worker: Arc<W>,
@@ -84,7 +85,11 @@ struct Job<W: Worker> {
     key_locks: Arc<Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>>,
     opts: SolveOptions,
     progress: Progress,
-    vertices: Mutex<HashMap<Digest, VertexFuture<W::Ref>>>,
+    /// In-flight vertices. Weak: the futures hold the job, so strong handles here would be a
+    /// cycle that keeps running work alive after the caller dropped the solve (Ctrl-C).
+    running: Mutex<HashMap<Digest, WeakShared<BoxFuture<'static, VertexResult<W::Ref>>>>>,
+    /// Finished vertices (results hold no futures).
+    finished: Mutex<HashMap<Digest, VertexResult<W::Ref>>>,
 }
 
 impl<W: Worker> Solver<W> {
@@ -115,7 +120,8 @@ impl<W: Worker> Solver<W> {
             key_locks: self.key_locks.clone(),
             opts,
             progress,
-            vertices: Mutex::new(HashMap::new()),
+            running: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
         });
         let solved = Job::vertex(&job, &root.digest).await?;
         let r = solved
@@ -134,15 +140,33 @@ impl<W: Worker> Solver<W> {
 
 impl<W: Worker> Job<W> {
     fn vertex(job: &Arc<Job<W>>, d: &Digest) -> VertexFuture<W::Ref> {
-        let mut map = match job.vertices.lock() {
+        let finished = match job.finished.lock() {
+            Ok(m) => m.get(d).cloned(),
+            Err(p) => p.into_inner().get(d).cloned(),
+        };
+        if let Some(r) = finished {
+            return futures::future::ready(r).boxed().shared();
+        }
+        let mut running = match job.running.lock() {
             Ok(m) => m,
             Err(p) => p.into_inner(),
         };
-        if let Some(f) = map.get(d) {
-            return f.clone();
+        if let Some(f) = running.get(d).and_then(|w| w.upgrade()) {
+            return f;
         }
-        let fut = Job::run_vertex(job.clone(), d.clone()).boxed().shared();
-        map.insert(d.clone(), fut.clone());
+        let (job2, d2) = (job.clone(), d.clone());
+        let fut = async move {
+            let r = Job::run_vertex(job2.clone(), d2.clone()).await;
+            if let Ok(mut m) = job2.finished.lock() {
+                m.insert(d2, r.clone());
+            }
+            r
+        }
+        .boxed()
+        .shared();
+        if let Some(w) = fut.downgrade() {
+            running.insert(d.clone(), w);
+        }
         fut
     }
 

@@ -286,3 +286,70 @@ async fn consumers_of_a_volatile_source_by_key_are_never_cached() {
         .unwrap();
     assert_eq!(worker.execs.load(Ordering::SeqCst), 2);
 }
+
+/// Exec that never finishes until dropped; counts drops.
+struct Hang(Arc<AtomicUsize>);
+impl Drop for Hang {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct HangWorker {
+    dropped: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Worker for HangWorker {
+    type Ref = String;
+    async fn cache_map(
+        &self,
+        _: &VertexCtx,
+        node: &Node,
+        _: &[String],
+    ) -> Result<CacheMap, WorkerError> {
+        Ok(CacheMap::for_node(node))
+    }
+    async fn exec(
+        &self,
+        _: &VertexCtx,
+        node: &Node,
+        _: &[String],
+    ) -> Result<Vec<String>, WorkerError> {
+        if let Op::Exec(_) = node.op {
+            let _guard = Hang(self.dropped.clone());
+            futures::future::pending::<()>().await;
+        }
+        Ok(vec!["x".into()])
+    }
+    fn encode_ref(&self, r: &String) -> String {
+        r.clone()
+    }
+    async fn decode_ref(&self, s: &str) -> Option<String> {
+        Some(s.into())
+    }
+}
+
+#[tokio::test]
+async fn dropping_the_solve_drops_running_work() {
+    let worker = Arc::new(HangWorker::default());
+    let solver = Solver::new(worker.clone(), Arc::new(MemoryCache::default()));
+    let mut def = Definition::new();
+    let b = base(&mut def);
+    let a = exec(&mut def, vec![b.clone()], &["a"], "a");
+    let c = exec(&mut def, vec![b], &["c"], "c");
+    let root = exec(&mut def, vec![a, c], &["join"], "join");
+    let def = Arc::new(def);
+    let r = tokio::time::timeout(
+        Duration::from_millis(200),
+        solver.solve(def, &root, SolveOptions::default(), Progress::discard()),
+    )
+    .await;
+    assert!(r.is_err(), "the solve cannot finish");
+    assert_eq!(
+        worker.dropped.load(Ordering::SeqCst),
+        2,
+        "both running execs were dropped (cancelled)"
+    );
+}

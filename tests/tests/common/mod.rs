@@ -40,9 +40,14 @@ pub fn env(test: &str) -> Option<Env> {
     let Ok(registry) = std::env::var("KILN_TEST_REGISTRY") else {
         return skip("KILN_TEST_REGISTRY is not set (scripts/test.sh starts one with the busybox base image)");
     };
-    let base = std::env::var_os("KILN_TEST_DIR").map(PathBuf::from).unwrap_or_else(std::env::temp_dir);
+    let base = std::env::var_os("KILN_TEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
     std::fs::create_dir_all(&base).ok()?;
-    let dir = tempfile::Builder::new().prefix("kiln-e2e-").tempdir_in(base).ok()?;
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-e2e-")
+        .tempdir_in(base)
+        .ok()?;
     Some(Env { bin, registry, dir })
 }
 
@@ -65,7 +70,10 @@ impl Env {
 
     pub fn kiln(&self) -> Command {
         let mut c = Command::new(&self.bin);
-        c.arg("--root").arg(self.root()).arg("--state").arg(self.state());
+        c.arg("--root")
+            .arg(self.root())
+            .arg("--state")
+            .arg(self.state());
         c
     }
 
@@ -84,7 +92,11 @@ impl Env {
     /// Runs kiln expecting failure; returns stderr.
     pub fn fails(&self, args: &[&str]) -> String {
         let out = self.kiln().args(args).output().expect("running kiln");
-        assert!(!out.status.success(), "kiln {args:?} unexpectedly succeeded:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            !out.status.success(),
+            "kiln {args:?} unexpectedly succeeded:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stderr).to_string()
     }
 
@@ -92,7 +104,11 @@ impl Env {
     pub fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("Dockerfile"), dockerfile.replace("$BASE", &self.base_image())).unwrap();
+        std::fs::write(
+            dir.join("Dockerfile"),
+            dockerfile.replace("$BASE", &self.base_image()),
+        )
+        .unwrap();
         for (p, c) in files {
             let f = dir.join(p);
             std::fs::create_dir_all(f.parent().unwrap()).unwrap();
@@ -120,14 +136,33 @@ impl Env {
 pub fn unpack(tar: &Path, bundle: &Path, tag: &str) -> PathBuf {
     let layout = bundle.with_extension("layout");
     std::fs::create_dir_all(&layout).unwrap();
-    run("tar", &["-xf", tar.to_str().unwrap(), "-C", layout.to_str().unwrap()]);
-    run("umoci", &["unpack", "--image", &format!("{}:{tag}", layout.display()), bundle.to_str().unwrap()]);
+    run(
+        "tar",
+        &["-xf", tar.to_str().unwrap(), "-C", layout.to_str().unwrap()],
+    );
+    run(
+        "umoci",
+        &[
+            "unpack",
+            "--image",
+            &format!("{}:{tag}", layout.display()),
+            bundle.to_str().unwrap(),
+        ],
+    );
     bundle.to_path_buf()
 }
 
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("running {cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -135,16 +170,26 @@ pub fn run(cmd: &str, args: &[&str]) -> String {
 /// with `args` replacing it when given).
 pub fn runc_run(bundle: &Path, args: Option<&[&str]>) -> String {
     let cfg_path = bundle.join("config.json");
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&cfg_path).unwrap()).unwrap();
     cfg["process"]["terminal"] = serde_json::Value::Bool(false);
     if let Some(a) = args {
         cfg["process"]["args"] = serde_json::json!(a);
     }
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
     let id = format!("kiln-e2e-{}", std::process::id());
-    let out = Command::new("runc").args(["run", "--bundle", bundle.to_str().unwrap(), &id]).output().unwrap();
-    let _ = Command::new("runc").args(["delete", "--force", &id]).output();
-    assert!(out.status.success(), "runc run failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("runc")
+        .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
+        .output()
+        .unwrap();
+    let _ = Command::new("runc")
+        .args(["delete", "--force", &id])
+        .output();
+    assert!(
+        out.status.success(),
+        "runc run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
@@ -152,22 +197,44 @@ pub fn runc_run(bundle: &Path, args: Option<&[&str]>) -> String {
 pub fn mounts_under(dir: &Path) -> Vec<String> {
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     let d = dir.to_string_lossy().to_string();
-    info.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&d)).map(str::to_string).collect()
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|m| m.starts_with(&d))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The image config of the single image in an unpacked umoci bundle's layout.
 pub fn image_config(bundle: &Path) -> serde_json::Value {
     let layout = bundle.with_extension("layout");
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let md = index["manifests"][0]["digest"].as_str().unwrap().to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(&md)).unwrap()).unwrap();
-    serde_json::from_slice(&std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap()
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let md = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(&md)).unwrap()).unwrap();
+    serde_json::from_slice(
+        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap()
 }
 
 /// Counts of "#N CACHED" lines and of steps that ran ("#N DONE").
 pub fn step_counts(stderr: &str) -> (usize, usize) {
-    let cached = stderr.lines().filter(|l| l.starts_with('#') && l.ends_with(" CACHED")).count();
-    let done = stderr.lines().filter(|l| l.starts_with('#') && l.contains(" DONE ")).count();
+    let cached = stderr
+        .lines()
+        .filter(|l| l.starts_with('#') && l.ends_with(" CACHED"))
+        .count();
+    let done = stderr
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(" DONE "))
+        .count();
     (cached, done)
 }
