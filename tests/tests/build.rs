@@ -149,6 +149,13 @@ fn unchanged_rebuild_is_cached_and_a_changed_file_reruns_only_its_dependents() {
         (5, 0),
         "unchanged rebuild runs nothing:\n{second}"
     );
+    // ... and gives the very same image, not one differing only in timestamps.
+    let digest = || {
+        let out = env.ok(&["build", "-q", ctx.to_str().unwrap()]);
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let (d1, d2) = (digest(), digest());
+    assert!(d1.starts_with("sha256:") && d1 == d2, "{d1} != {d2}");
 
     // Same content, new mtime: still a hit.
     std::thread::sleep(std::time::Duration::from_millis(20));

@@ -11,9 +11,15 @@ use kiln_solver::llb::Platform;
 use super::resolver::EngineResolver;
 use super::Engine;
 use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
-use crate::export::image::{build_image, BuiltImage};
+use crate::export::image::{build_image, load_built, BuiltImage};
+use crate::export::layers::LayerPolicy;
+use crate::layer::Compression;
 use crate::worker::ops::WorkRef;
 use crate::worker::snapshot::Snapshotter;
+use kiln_frontend::ImageConfig;
+use kiln_solver::engine::Worker;
+use kiln_solver::llb::Digest;
+use std::collections::HashMap;
 
 /// Where a build's result goes (buildx's `--output` forms).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -21,9 +27,17 @@ pub enum OutputSpec {
     /// The local image store, under these names.
     Image { names: Vec<String> },
     /// An OCI layout tarball.
-    Oci { dest: PathBuf, names: Vec<String> },
+    Oci {
+        dest: PathBuf,
+        names: Vec<String>,
+        compression: Compression,
+    },
     /// A docker-archive tarball (also carries the OCI layout).
-    Docker { dest: PathBuf, names: Vec<String> },
+    Docker {
+        dest: PathBuf,
+        names: Vec<String>,
+        compression: Compression,
+    },
     /// The final filesystem, copied into a directory.
     Local { dest: PathBuf },
     /// The final filesystem as a tarball.
@@ -51,6 +65,17 @@ impl OutputSpec {
             names.extend(n.split(';').map(str::to_string));
         }
         let dest = kv.remove("dest").map(PathBuf::from);
+        // buildx's option names; gzip is what every consumer reads.
+        let compression = match kv.remove("compression").as_deref() {
+            None | Some("gzip") => Compression::Gzip,
+            Some("zstd") => Compression::Zstd,
+            Some("uncompressed") => Compression::None,
+            Some(other) => {
+                return Err(format!(
+                    "unknown compression {other:?} (gzip, zstd or uncompressed)"
+                ))
+            }
+        };
         let need_dest =
             |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));
         let out = match kind.as_str() {
@@ -66,10 +91,12 @@ impl OutputSpec {
             "oci" => OutputSpec::Oci {
                 dest: need_dest(dest)?,
                 names,
+                compression,
             },
             "docker" => OutputSpec::Docker {
                 dest: need_dest(dest)?,
                 names,
+                compression,
             },
             "local" => OutputSpec::Local {
                 dest: need_dest(dest)?,
@@ -131,6 +158,28 @@ pub enum BuildError {
 pub struct BuildOutcome {
     pub image: Option<BuiltImage>,
     pub names: Vec<String>,
+}
+
+fn partial_path(dest: &Path) -> PathBuf {
+    let mut name = dest
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
+    name.push(".kiln-partial");
+    dest.with_file_name(name)
+}
+
+/// Drops every `created` field (config and history): they are what differs between two
+/// exports of the same result.
+fn strip_created(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(m) => {
+            m.remove("created");
+            m.values_mut().for_each(strip_created);
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(strip_created),
+        _ => {}
+    }
 }
 
 fn export_err(e: impl std::fmt::Display) -> BuildError {
@@ -228,33 +277,80 @@ impl Engine {
         } else {
             opts.outputs.clone()
         };
-        let needs_image = outputs.iter().any(|o| {
-            matches!(
-                o,
-                OutputSpec::Image { .. } | OutputSpec::Oci { .. } | OutputSpec::Docker { .. }
-            )
-        });
-        let image = if needs_image {
-            let (snaps, content, root2, config) = (
-                self.snapshots.clone(),
-                self.content.clone(),
-                root.clone(),
-                plan.image.clone(),
-            );
-            Some(
-                tokio::task::spawn_blocking(move || build_image(&snaps, &content, &root2, config))
-                    .await
-                    .map_err(export_err)?
-                    .map_err(export_err)?,
-            )
-        } else {
-            None
-        };
-
+        let mut images = HashMap::new();
+        let mut image = None;
         for out in &outputs {
-            self.export_one(out, image.as_ref(), &root).await?;
+            let img = match out {
+                OutputSpec::Image { .. } => Some(
+                    self.image_for(&root, &plan.image, LayerPolicy::Cheapest, &mut images)
+                        .await?,
+                ),
+                OutputSpec::Oci { compression, .. } | OutputSpec::Docker { compression, .. } => {
+                    Some(
+                        self.image_for(
+                            &root,
+                            &plan.image,
+                            LayerPolicy::Exactly(*compression),
+                            &mut images,
+                        )
+                        .await?,
+                    )
+                }
+                _ => None,
+            };
+            self.export_one(out, img.as_ref(), &root).await?;
+            if image.is_none() || matches!(out, OutputSpec::Image { .. }) {
+                image = img.or(image);
+            }
         }
         Ok(BuildOutcome { image, names })
+    }
+
+    /// The image for `root` + `config` with layers per `policy`. Made once per build and
+    /// policy, and remembered across builds: a rebuild whose every step was cached gives the
+    /// same image (same digest) instead of a new one differing only in timestamps.
+    async fn image_for(
+        self: &Arc<Self>,
+        root: &WorkRef,
+        config: &ImageConfig,
+        policy: LayerPolicy,
+        made: &mut HashMap<LayerPolicy, BuiltImage>,
+    ) -> Result<BuiltImage, BuildError> {
+        if let Some(img) = made.get(&policy) {
+            return Ok(img.clone());
+        }
+        let key = {
+            let mut c = serde_json::to_value(config).map_err(export_err)?;
+            strip_created(&mut c);
+            let root_id = self.worker().encode_ref(root);
+            Digest::of(serde_json::json!({ "export": root_id, "policy": format!("{policy:?}"), "config": c }).to_string().as_bytes())
+        };
+        let cache = self.solver.cache().clone();
+        let remembered = cache
+            .get(&key)
+            .ok()
+            .flatten()
+            .and_then(|r| r.outputs.first().cloned());
+        let content = self.content.clone();
+        let img = match remembered.and_then(|d| load_built(&content, &d).ok()) {
+            Some(img) => img,
+            None => {
+                let (snaps, root2, config) = (self.snapshots.clone(), root.clone(), config.clone());
+                let img = tokio::task::spawn_blocking(move || {
+                    build_image(&snaps, &content, &root2, config, policy)
+                })
+                .await
+                .map_err(export_err)?
+                .map_err(export_err)?;
+                if let Err(e) = cache.put(&key, &[img.manifest.digest.to_string()], "image export")
+                {
+                    tracing::warn!("remembering the exported image: {e}");
+                }
+                img
+            }
+        };
+        made.insert(policy, img.clone());
+        Ok(img)
     }
 
     async fn export_one(
@@ -284,7 +380,7 @@ impl Engine {
                         .map_err(export_err)?;
                 }
             }
-            OutputSpec::Oci { dest, names } | OutputSpec::Docker { dest, names } => {
+            OutputSpec::Oci { dest, names, .. } | OutputSpec::Docker { dest, names, .. } => {
                 let img = image.ok_or_else(|| export_err("no image"))?;
                 let format = if matches!(out, OutputSpec::Oci { .. }) {
                     ArchiveFormat::Oci
@@ -296,11 +392,22 @@ impl Engine {
                     manifest: img.manifest.clone(),
                 };
                 let content = self.content.clone();
-                let w = create(dest)?;
-                tokio::task::spawn_blocking(move || write_archive(&content, &[ai], format, w))
-                    .await
-                    .map_err(export_err)?
-                    .map_err(export_err)?;
+                // Written aside and renamed: never a half-written archive under `dest`.
+                let partial = partial_path(dest);
+                let w = create(&partial)?;
+                let res =
+                    tokio::task::spawn_blocking(move || write_archive(&content, &[ai], format, w))
+                        .await;
+                let res = match res {
+                    Ok(Ok(())) => std::fs::rename(&partial, dest)
+                        .map_err(|e| BuildError::Export(format!("{}: {e}", dest.display()))),
+                    Ok(Err(e)) => Err(export_err(e)),
+                    Err(e) => Err(export_err(e)),
+                };
+                if res.is_err() {
+                    let _ = std::fs::remove_file(&partial);
+                }
+                res?;
             }
             OutputSpec::Local { dest } | OutputSpec::Tar { dest } => {
                 let mp = self.worker().mountpoint().map_err(export_err)?;

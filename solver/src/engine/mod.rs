@@ -105,6 +105,10 @@ impl<W: Worker> Solver<W> {
         &self.worker
     }
 
+    pub fn cache(&self) -> &Arc<dyn CacheStore> {
+        &self.cache
+    }
+
     /// Solves `root` and returns its result. Dropping the returned future cancels the solve.
     pub async fn solve(
         &self,
