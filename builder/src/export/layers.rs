@@ -31,26 +31,63 @@ fn upper_is_empty(p: &std::path::Path) -> bool {
         .unwrap_or(false)
 }
 
-/// The layers of `top`'s chain, bottom first (empty diffs included, flagged).
+/// Which layer blobs an export wants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum LayerPolicy {
+    /// Whatever is cheapest: a blob the snapshot already has (a pulled layer), else an
+    /// uncompressed tar. For the local image store, which (like docker's) never ships its
+    /// layers as they are: compressing them there would only cost build time.
+    Cheapest,
+    /// Blobs with this compression (archives and registries).
+    Exactly(Compression),
+}
+
+fn compression_of(media_type: &str) -> Compression {
+    if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
+        Compression::Zstd
+    } else if media_type.ends_with("gzip") {
+        Compression::Gzip
+    } else {
+        Compression::None
+    }
+}
+
+/// The memoised layers of one snapshot (one per compression made so far).
+fn memo(snapshots: &OverlaySnapshotter, id: SnapshotId) -> Vec<LayerInfo> {
+    let Ok(Some(js)) = snapshots.layer_info(id) else {
+        return Vec::new();
+    };
+    serde_json::from_str::<Vec<LayerInfo>>(&js)
+        .or_else(|_| serde_json::from_str::<LayerInfo>(&js).map(|one| vec![one]))
+        .unwrap_or_default()
+}
+
+/// The layers of `top`'s chain, bottom first (empty diffs included, flagged), each computed
+/// at most once per compression and remembered on its snapshot.
 pub fn chain_layers(
     snapshots: &OverlaySnapshotter,
     content: &ContentStore,
     top: SnapshotId,
+    policy: LayerPolicy,
 ) -> Result<Vec<LayerInfo>, LayerError> {
     let e = |id: SnapshotId| move |m: String| LayerError { id, msg: m };
     let chain = snapshots.chain(top).map_err(|x| e(top)(x.to_string()))?;
     let mut out = Vec::with_capacity(chain.len());
     for id in chain {
-        if let Some(js) = snapshots.layer_info(id).map_err(|x| e(id)(x.to_string()))? {
-            if let Ok(info) = serde_json::from_str::<LayerInfo>(&js) {
-                if info.empty
-                    || kiln_solver::llb::Digest::parse(&info.digest)
-                        .is_some_and(|d| content.has(&d))
-                {
-                    out.push(info);
-                    continue;
+        let mut known = memo(snapshots, id);
+        let present = |l: &LayerInfo| {
+            l.empty || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
+        };
+        let reuse = known.iter().find(|l| {
+            present(l)
+                && match policy {
+                    LayerPolicy::Cheapest => true,
+                    LayerPolicy::Exactly(c) => l.empty || compression_of(&l.media_type) == c,
                 }
-            }
+        });
+        if let Some(l) = reuse {
+            out.push(l.clone());
+            continue;
         }
         let upper = snapshots.upper_dir(id);
         let info = if upper_is_empty(&upper) {
@@ -62,8 +99,12 @@ pub fn chain_layers(
                 empty: true,
             }
         } else {
-            let blob = write_layer(&upper, content, Compression::Gzip)
-                .map_err(|x| e(id)(x.to_string()))?;
+            let compression = match policy {
+                LayerPolicy::Cheapest => Compression::None,
+                LayerPolicy::Exactly(c) => c,
+            };
+            let blob =
+                write_layer(&upper, content, compression).map_err(|x| e(id)(x.to_string()))?;
             LayerInfo {
                 diff_id: blob.diff_id.to_string(),
                 digest: blob.digest.to_string(),
@@ -72,7 +113,9 @@ pub fn chain_layers(
                 empty: false,
             }
         };
-        let js = serde_json::to_string(&info).map_err(|x| e(id)(x.to_string()))?;
+        known.retain(|l| present(l));
+        known.push(info.clone());
+        let js = serde_json::to_string(&known).map_err(|x| e(id)(x.to_string()))?;
         snapshots
             .set_layer_info(id, &js)
             .map_err(|x| e(id)(x.to_string()))?;
