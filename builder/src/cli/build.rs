@@ -9,7 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use kiln_solver::engine::Progress;
 
-use super::progress::{render_source_excerpt, Renderer};
+use super::progress::{render_source_excerpt, Mode, Renderer};
 use crate::engine::{BuildOptions, Engine, OutputSpec};
 
 #[derive(Args, Debug)]
@@ -65,17 +65,13 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         bail!("build context {:?} is not a directory", args.context);
     }
     let mode = match args.progress.as_str() {
-        "auto" => {
-            if std::io::stderr().is_terminal() {
-                "tty"
-            } else {
-                "plain"
-            }
-        }
-        m @ ("plain" | "tty" | "quiet") => m,
+        "auto" if std::io::stderr().is_terminal() => Mode::Tty,
+        "auto" | "plain" => Mode::Plain,
+        "tty" => Mode::Tty,
+        "quiet" => Mode::Quiet,
         other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
     };
-    let mode = if args.quiet { "quiet" } else { mode };
+    let mode = if args.quiet { Mode::Quiet } else { mode };
     let outputs = args
         .outputs
         .iter()
@@ -93,7 +89,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
     };
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let renderer = tokio::spawn(Renderer::new(mode == "tty", mode == "quiet").run(rx));
+    let renderer = tokio::spawn(Renderer::new(mode).run(rx));
     let started = std::time::Instant::now();
     let result = tokio::select! {
         r = engine.build(opts, Progress::new(tx)) => Some(r),
@@ -125,11 +121,12 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
             }
             Ok(())
         }
-        Err(crate::engine::build::BuildError::Solve {
-            error,
-            dockerfile,
-            filename,
-        }) => {
+        Err(crate::engine::build::BuildError::Solve(f)) => {
+            let crate::engine::build::SolveFailure {
+                error,
+                dockerfile,
+                filename,
+            } = *f;
             if let Some(lines) = error.meta.lines {
                 eprintln!("------\n > {}:\n------", error.meta.description);
                 eprint!("{}", render_source_excerpt(&filename, &dockerfile, lines));

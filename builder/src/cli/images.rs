@@ -74,8 +74,8 @@ pub fn list(engine: &Engine, args: ImagesArgs) -> Result<()> {
     }
     writeln!(
         out,
-        "{:<50} {:<12} {:<20} {:<20} {}",
-        "REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"
+        "{:<50} {:<12} {:<20} {:<20} SIZE",
+        "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
     )?;
     for r in recs {
         let (repo, tag) = match r.name.rsplit_once(':') {
@@ -276,8 +276,8 @@ pub fn history(engine: &Engine, name: &str, no_trunc: bool) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:<32} {:<60} {:>10} {}",
-        "CREATED", "CREATED BY", "SIZE", "COMMENT"
+        "{:<32} {:<60} {:>10} COMMENT",
+        "CREATED", "CREATED BY", "SIZE"
     )?;
     for h in c.history.iter().rev() {
         let size = if h.empty_layer {

@@ -143,16 +143,20 @@ pub enum BuildError {
     },
     #[error("{0}")]
     Frontend(#[from] FrontendError),
-    #[error("{error}")]
-    Solve {
-        error: SolveError,
-        dockerfile: String,
-        filename: String,
-    },
+    #[error("{}", .0.error)]
+    Solve(Box<SolveFailure>),
     #[error("exporting: {0}")]
     Export(String),
     #[error("invalid name {0:?}: {1}")]
     Name(String, String),
+}
+
+/// A failed step, with the Dockerfile it came from (to show the failing lines).
+#[derive(Debug)]
+pub struct SolveFailure {
+    pub error: SolveError,
+    pub dockerfile: String,
+    pub filename: String,
 }
 
 pub struct BuildOutcome {
@@ -255,10 +259,12 @@ impl Engine {
                         progress.clone(),
                     )
                     .await
-                    .map_err(|error| BuildError::Solve {
-                        error,
-                        dockerfile: dockerfile.clone(),
-                        filename: filename.clone(),
+                    .map_err(|error| {
+                        BuildError::Solve(Box::new(SolveFailure {
+                            error,
+                            dockerfile: dockerfile.clone(),
+                            filename: filename.clone(),
+                        }))
                     })?;
                 r
             }

@@ -99,8 +99,8 @@ impl Engine {
         }
         let executor = Arc::new(RuncExecutor::new(
             &opts.runtime,
-            &opts.state.join("runc"),
-            &opts.state.join("bundles"),
+            opts.state.join("runc"),
+            opts.state.join("bundles"),
         ));
         if let Err(e) = executor.cleanup_stale() {
             tracing::warn!("cleaning up containers left by an earlier crash: {e}");

@@ -156,6 +156,44 @@ fn oci_layer_type(mt: &str) -> String {
     }
 }
 
+/// Loads an image whose manifest and config are in the content store.
+pub fn load_built(
+    content: &ContentStore,
+    manifest_digest: &str,
+) -> Result<BuiltImage, ExportError> {
+    let d = Digest::parse(manifest_digest)
+        .ok_or_else(|| other(format!("bad digest {manifest_digest}")))?;
+    let manifest_bytes = content.read_all(&d).map_err(other)?;
+    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(other)?;
+    let config_digest = Digest::parse(&manifest.config.digest.to_string())
+        .ok_or_else(|| other("bad config digest"))?;
+    let config: ImageConfig =
+        serde_json::from_slice(&content.read_all(&config_digest).map_err(other)?).map_err(other)?;
+    for l in &manifest.layers {
+        let ld = Digest::parse(&l.digest.to_string()).ok_or_else(|| other("bad layer digest"))?;
+        if !content.has(&ld) {
+            return Err(other(format!("layer {ld} is gone")));
+        }
+    }
+    let mut desc = Descriptor::new(
+        media_type::OCI_MANIFEST,
+        kiln_registry::digest::Digest::parse(manifest_digest).map_err(other)?,
+        manifest_bytes.len() as u64,
+    );
+    desc.platform = Some(kiln_registry::platform::Platform::new(
+        &config.os,
+        &config.architecture,
+        config.variant.as_deref(),
+    ));
+    Ok(BuiltImage {
+        manifest: desc,
+        manifest_bytes,
+        layers: manifest.layers,
+        config,
+        config_digest,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,42 +236,4 @@ mod tests {
         align_history(&mut hist, &[l(false), l(false), l(false)], "t");
         assert_eq!(hist.iter().filter(|h| !h.empty_layer).count(), 3);
     }
-}
-
-/// Loads an image whose manifest and config are in the content store.
-pub fn load_built(
-    content: &ContentStore,
-    manifest_digest: &str,
-) -> Result<BuiltImage, ExportError> {
-    let d = Digest::parse(manifest_digest)
-        .ok_or_else(|| other(format!("bad digest {manifest_digest}")))?;
-    let manifest_bytes = content.read_all(&d).map_err(other)?;
-    let manifest: Manifest = serde_json::from_slice(&manifest_bytes).map_err(other)?;
-    let config_digest = Digest::parse(&manifest.config.digest.to_string())
-        .ok_or_else(|| other("bad config digest"))?;
-    let config: ImageConfig =
-        serde_json::from_slice(&content.read_all(&config_digest).map_err(other)?).map_err(other)?;
-    for l in &manifest.layers {
-        let ld = Digest::parse(&l.digest.to_string()).ok_or_else(|| other("bad layer digest"))?;
-        if !content.has(&ld) {
-            return Err(other(format!("layer {ld} is gone")));
-        }
-    }
-    let mut desc = Descriptor::new(
-        media_type::OCI_MANIFEST,
-        kiln_registry::digest::Digest::parse(manifest_digest).map_err(other)?,
-        manifest_bytes.len() as u64,
-    );
-    desc.platform = Some(kiln_registry::platform::Platform::new(
-        &config.os,
-        &config.architecture,
-        config.variant.as_deref(),
-    ));
-    Ok(BuiltImage {
-        manifest: desc,
-        manifest_bytes,
-        layers: manifest.layers,
-        config,
-        config_digest,
-    })
 }

@@ -71,6 +71,7 @@ pub struct Solved<R> {
 
 type VertexResult<R> = Result<Arc<Solved<R>>, SolveError>;
 type VertexFuture<R> = Shared<BoxFuture<'static, VertexResult<R>>>;
+type WeakVertexFuture<R> = WeakShared<BoxFuture<'static, VertexResult<R>>>;
 
 pub struct Solver<W: Worker> {
     worker: Arc<W>,
@@ -87,7 +88,7 @@ struct Job<W: Worker> {
     progress: Progress,
     /// In-flight vertices. Weak: the futures hold the job, so strong handles here would be a
     /// cycle that keeps running work alive after the caller dropped the solve (Ctrl-C).
-    running: Mutex<HashMap<Digest, WeakShared<BoxFuture<'static, VertexResult<W::Ref>>>>>,
+    running: Mutex<HashMap<Digest, WeakVertexFuture<W::Ref>>>,
     /// Finished vertices (results hold no futures).
     finished: Mutex<HashMap<Digest, VertexResult<W::Ref>>>,
 }
