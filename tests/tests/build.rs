@@ -304,10 +304,29 @@ fn every_output_type_is_readable_by_independent_tools() {
 
 #[test]
 fn crun_runs_steps_when_selected() {
-    let Some(env) = env("crun_runs_steps_when_selected") else { return };
-    let ctx = env.context("crun", "FROM $BASE\nUSER appuser\nRUN id -u > /tmp/uid && echo crun > /tmp/by\n", &[]);
+    let Some(env) = env("crun_runs_steps_when_selected") else {
+        return;
+    };
+    let ctx = env.context(
+        "crun",
+        "FROM $BASE\nUSER appuser\nRUN id -u > /tmp/uid && echo crun > /tmp/by\n",
+        &[],
+    );
     let dir = env.path("crun-out");
-    env.ok(&["--runtime", "crun", "build", "-o", &format!("type=local,dest={}", dir.display()), ctx.to_str().unwrap()]);
-    assert_eq!(std::fs::read_to_string(dir.join("tmp/uid")).unwrap(), "1000\n");
-    assert_eq!(std::fs::read_to_string(dir.join("tmp/by")).unwrap(), "crun\n");
+    env.ok(&[
+        "--runtime",
+        "crun",
+        "build",
+        "-o",
+        &format!("type=local,dest={}", dir.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("tmp/uid")).unwrap(),
+        "1000\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("tmp/by")).unwrap(),
+        "crun\n"
+    );
 }
