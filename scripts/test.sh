@@ -2,15 +2,18 @@
 # test.sh [--conformance-only] [--no-deps] - everything CI checks, in order:
 #
 #  1. Debian packages (scripts/install-deps.sh);
-#  2. the test registry on localhost:5000 with the busybox base image (scripts/base-images.sh);
+#  2. the test registry on localhost:5000 with the busybox base image (scripts/base-images.sh),
+#     and a private containerd for the archive tests (scripts/containerd.sh);
 #  3. cargo build --workspace (dev profile);
 #  4. cargo test --workspace, with KILN_BIN (the kiln binary just built) and
-#     KILN_TEST_REGISTRY=localhost:5000 exported for the integration tests;
+#     KILN_TEST_REGISTRY=localhost:5000 and KILN_TEST_CONTAINERD (its socket) exported for the
+#     integration tests;
 #  5. the BuildKit conformance suite (shared/tools/conformance-run --builder kiln) with a fresh
 #     kiln root; every case listed in tests/conformance-scope.txt must pass, the others are
 #     reported only.
 # Ends with one summary line, `test.sh: PASS ...` or `test.sh: FAIL ...`, and exits non-zero on
-# any failure. A registry this script started is stopped again (KILN_KEEP_REGISTRY=1 keeps it);
+# any failure. A registry this script started is stopped again (KILN_KEEP_REGISTRY=1 keeps it),
+# and so is a containerd (KILN_KEEP_CONTAINERD=1 keeps it);
 # the scratch dir (kiln root of the conformance run) is deleted unless KEEP_WORK=yes.
 set -uo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -41,6 +44,7 @@ WORK=$(mktemp -d "$KILN_TEST_DIR/test.XXXXXX")
 results=()
 failed=no
 registry_started=no
+containerd_started=no
 T0=$(date +%s)
 
 note() { results+=("$1"); }
@@ -51,6 +55,9 @@ fail() { results+=("$1"); failed=yes; }
 cleanup() {
   if [ "$registry_started" = yes ] && [ "${KILN_KEEP_REGISTRY:-0}" != 1 ]; then
     "$REPO/scripts/registry.sh" stop 5000 >/dev/null || true
+  fi
+  if [ "$containerd_started" = yes ] && [ "${KILN_KEEP_CONTAINERD:-0}" != 1 ]; then
+    "$REPO/scripts/containerd.sh" stop >/dev/null || true
   fi
   awk -v w="$WORK" '$5 == w || index($5, w "/") == 1 { print $5 }' /proc/self/mountinfo \
     | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
@@ -96,6 +103,10 @@ if [ "$RUN_DEPS" = yes ]; then
 fi
 "$REPO/scripts/registry.sh" status 5000 >/dev/null 2>&1 || registry_started=yes
 stage base-images "$REPO/scripts/base-images.sh" || { fail "base image: FAILED"; finish; }
+"$REPO/scripts/containerd.sh" status >/dev/null 2>&1 || containerd_started=yes
+stage containerd "$REPO/scripts/containerd.sh" start || { fail "containerd: FAILED"; finish; }
+KILN_TEST_CONTAINERD=$("$REPO/scripts/containerd.sh" socket)
+export KILN_TEST_CONTAINERD
 
 # ---------------------------------------------------------------- 3-4. cargo
 cd "$REPO" || die "cannot cd to $REPO"

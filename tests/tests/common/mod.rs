@@ -2,6 +2,8 @@
 //! state, the test registry, and tools to look at the images kiln writes.
 #![allow(dead_code)]
 
+pub mod containerd;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -23,14 +25,17 @@ extern "C" {
     fn libc_geteuid() -> u32;
 }
 
+/// Skips `test` (prints why, returns None), or panics in CI where nothing may be skipped.
+pub fn skip<T>(test: &str, why: &str) -> Option<T> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test}: cannot run in CI: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+    None
+}
+
 pub fn env(test: &str) -> Option<Env> {
-    let skip = |why: &str| -> Option<Env> {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: cannot run in CI: {why}");
-        }
-        eprintln!("SKIP {test}: {why}");
-        None
-    };
+    let skip = |why: &str| skip::<Env>(test, why);
     if !is_root() {
         return skip("needs root (overlayfs mounts and runc)");
     }
