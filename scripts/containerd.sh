@@ -102,7 +102,7 @@ stop() {
     sleep 0.1
   done
   if [ -d "/proc/$pid" ]; then kill -9 "$pid" 2>/dev/null || true; fi
-  rm -f "$PIDFILE"
+  rm -f "$PIDFILE" "$SOCK" "$SOCK.ttrpc" "$SOCK.debug"
   say "containerd on $SOCK stopped (pid $pid)"
 }
 
