@@ -1,0 +1,106 @@
+//! `--progress tty`: the live block, redrawn in place with ANSI cursor movement about ten
+//! times a second and whenever a vertex changes state, then replaced by the final block.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use kiln_solver::engine::ProgressEvent;
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use super::frame::{self, View};
+use super::model::Build;
+
+/// Time between redraws while nothing changes state (timers still move).
+const TICK: Duration = Duration::from_millis(100);
+/// Minimum time between two redraws caused by events, so a burst cannot flood the terminal.
+const MIN_REDRAW: Duration = Duration::from_millis(30);
+/// Events applied before drawing again, so a flood of output cannot starve the display.
+const MAX_BATCH: usize = 1024;
+
+pub async fn run(mut rx: UnboundedReceiver<ProgressEvent>, started: Instant, color: bool) {
+    let mut build = Build::new(started);
+    let mut screen = Screen::default();
+    let mut tick = tokio::time::interval(TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last_draw: Option<Instant> = None;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => {
+                let Some(ev) = ev else { break };
+                let mut changed = apply(&mut build, ev);
+                for _ in 0..MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(ev) => changed |= apply(&mut build, ev),
+                        Err(_) => break,
+                    }
+                }
+                if changed && last_draw.is_none_or(|t| t.elapsed() >= MIN_REDRAW) {
+                    screen.draw(&frame::live(&build, Instant::now(), &view(color)));
+                    last_draw = Some(Instant::now());
+                }
+            }
+            _ = tick.tick() => {
+                screen.draw(&frame::live(&build, Instant::now(), &view(color)));
+                last_draw = Some(Instant::now());
+            }
+        }
+    }
+    screen.draw(&frame::finished(&build, Instant::now(), &view(color)));
+}
+
+/// Applies an event; true when it changed what a vertex line shows (not just its output).
+fn apply(build: &mut Build, ev: ProgressEvent) -> bool {
+    let changed = !matches!(ev, ProgressEvent::Log { .. });
+    build.apply(ev, Instant::now());
+    changed
+}
+
+fn view(color: bool) -> View {
+    let (width, height) = terminal_size().unwrap_or((80, 24));
+    View {
+        width,
+        height,
+        color,
+    }
+}
+
+/// Columns and rows of the terminal on stderr, if it is one.
+fn terminal_size() -> Option<(usize, usize)> {
+    let mut ws = libc::winsize {
+        ws_row: 0,
+        ws_col: 0,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCGWINSZ only writes a `winsize` into the valid, exclusively borrowed `ws`.
+    let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col.into(), ws.ws_row.into()))
+}
+
+/// Stderr as a redrawable region: remembers how many lines the last frame took, so the next
+/// frame can move back up over it.
+#[derive(Default)]
+struct Screen {
+    drawn: usize,
+}
+
+impl Screen {
+    fn draw(&mut self, lines: &[String]) {
+        let mut buf = String::new();
+        if self.drawn > 0 {
+            buf.push_str(&format!("\r\x1b[{}A", self.drawn));
+        }
+        for l in lines {
+            // Erase first, so the leftovers of a longer previous line never show.
+            buf.push_str("\x1b[2K");
+            buf.push_str(l);
+            buf.push('\n');
+        }
+        // Erase what a taller previous frame left below.
+        buf.push_str("\x1b[J");
+        let mut err = std::io::stderr().lock();
+        // A display that cannot be written (closed pipe) is not a reason to fail the build.
+        let _ = err.write_all(buf.as_bytes()).and_then(|_| err.flush());
+        self.drawn = lines.len();
+    }
+}
