@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::layer::{write_layer, Compression};
+use crate::layer::{write_layer_diff, Compression, LayerOptions};
 use crate::store::content::ContentStore;
 use crate::worker::snapshot::{OverlaySnapshotter, SnapshotId, Snapshotter};
 
@@ -13,7 +13,8 @@ pub struct LayerInfo {
     pub digest: String,
     pub size: u64,
     pub media_type: String,
-    /// The diff has no entries (e.g. a RUN that changed nothing): not exported as a layer.
+    /// The diff has no entries (e.g. a RUN that changed nothing, or only rewrote files
+    /// identically): not exported as a layer.
     #[serde(default)]
     pub empty: bool,
 }
@@ -73,7 +74,7 @@ pub fn chain_layers(
     let e = |id: SnapshotId| move |m: String| LayerError { id, msg: m };
     let chain = snapshots.chain(top).map_err(|x| e(top)(x.to_string()))?;
     let mut out = Vec::with_capacity(chain.len());
-    for id in chain {
+    for (i, &id) in chain.iter().enumerate() {
         let mut known = memo(snapshots, id);
         let present = |l: &LayerInfo| {
             l.empty || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
@@ -90,27 +91,41 @@ pub fn chain_layers(
             continue;
         }
         let upper = snapshots.upper_dir(id);
+        let empty = LayerInfo {
+            diff_id: String::new(),
+            digest: String::new(),
+            size: 0,
+            media_type: String::new(),
+            empty: true,
+        };
         let info = if upper_is_empty(&upper) {
-            LayerInfo {
-                diff_id: String::new(),
-                digest: String::new(),
-                size: 0,
-                media_type: String::new(),
-                empty: true,
-            }
+            empty
         } else {
-            let compression = match policy {
-                LayerPolicy::Cheapest => Compression::None,
-                LayerPolicy::Exactly(c) => c,
+            let opts = LayerOptions {
+                compression: match policy {
+                    LayerPolicy::Cheapest => Compression::None,
+                    LayerPolicy::Exactly(c) => c,
+                },
+                ..LayerOptions::default()
             };
-            let blob =
-                write_layer(&upper, content, compression).map_err(|x| e(id)(x.to_string()))?;
-            LayerInfo {
-                diff_id: blob.diff_id.to_string(),
-                digest: blob.digest.to_string(),
-                size: blob.size,
-                media_type: blob.media_type,
-                empty: false,
+            // The parent chain's dirs, nearest first: what overlayfs stacked under this upper.
+            let lowers: Vec<_> = chain[..i]
+                .iter()
+                .rev()
+                .map(|&p| snapshots.upper_dir(p))
+                .collect();
+            let blob = write_layer_diff(&upper, &lowers, content, &opts)
+                .map_err(|x| e(id)(x.to_string()))?;
+            if blob.entries == 0 {
+                empty
+            } else {
+                LayerInfo {
+                    diff_id: blob.diff_id.to_string(),
+                    digest: blob.digest.to_string(),
+                    size: blob.size,
+                    media_type: blob.media_type,
+                    empty: false,
+                }
             }
         };
         known.retain(|l| present(l));

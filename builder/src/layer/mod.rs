@@ -10,8 +10,10 @@ mod attrs;
 pub mod compress;
 pub mod decompress;
 mod diff;
+mod lowers;
 mod safefs;
 pub mod tarwrite;
+mod unchanged;
 pub mod unpack;
 
 use std::io::{self, Write};
@@ -110,9 +112,12 @@ pub struct LayerBlob {
     /// Blob size in bytes.
     pub size: u64,
     pub media_type: String,
+    /// Tar members written: 0 when the diff turned out to hold no change at all.
+    pub entries: u64,
 }
 
-/// Turns an overlay upper dir into an OCI layer blob in `store`.
+/// Turns an overlay upper dir into an OCI layer blob in `store`, writing every entry it holds
+/// (see [`write_layer_diff`] to leave out what didn't really change).
 pub fn write_layer(
     upper: &Path,
     store: &ContentStore,
@@ -134,12 +139,40 @@ pub fn write_layer_with(
     store: &ContentStore,
     opts: &LayerOptions,
 ) -> Result<LayerBlob> {
+    layer_blob(upper, diff::Mode::OverlayDiff { lowers: None }, store, opts)
+}
+
+/// The layer of an overlay snapshot: its upper dir as a diff against `lowers`, the fs dirs of
+/// its parent chain, nearest first (empty for a snapshot without parent), as overlayfs stacks
+/// them. Like BuildKit's overlay differ, entries that overlayfs copied up without a real change
+/// (same metadata as in the lowers; see `unchanged.rs` for the exact rule) are left out, and
+/// so are whiteouts of names the lowers don't have. Costs one `lstat` per lower layer that
+/// can hold an upper dir entry.
+pub fn write_layer_diff(
+    upper: &Path,
+    lowers: &[PathBuf],
+    store: &ContentStore,
+    opts: &LayerOptions,
+) -> Result<LayerBlob> {
+    layer_blob(
+        upper,
+        diff::Mode::OverlayDiff {
+            lowers: Some(lowers),
+        },
+        store,
+        opts,
+    )
+}
+
+fn layer_blob(
+    upper: &Path,
+    mode: diff::Mode<'_>,
+    store: &ContentStore,
+    opts: &LayerOptions,
+) -> Result<LayerBlob> {
     let blob = store.writer()?;
-    let (blob, diff_id) = match opts.compression {
-        Compression::None => {
-            let (blob, diff_id) = tar_into(upper, diff::Mode::OverlayDiff, blob)?;
-            (blob, diff_id)
-        }
+    let (blob, (diff_id, entries)) = match opts.compression {
+        Compression::None => tar_into(upper, mode, blob)?,
         c => {
             let codec = match c {
                 Compression::Zstd => Codec::Zstd {
@@ -150,35 +183,39 @@ pub fn write_layer_with(
                 },
             };
             let enc = ParallelEncoder::new(blob, codec, opts.threads).map_err(LayerError::Write)?;
-            let (enc, diff_id) = tar_into(upper, diff::Mode::OverlayDiff, enc)?;
-            (enc.finish().map_err(LayerError::Write)?, diff_id)
+            let (enc, tarred) = tar_into(upper, mode, enc)?;
+            (enc.finish().map_err(LayerError::Write)?, tarred)
         }
     };
     let desc = blob.commit(None)?;
-    debug!(diff_id = %diff_id, digest = %desc.digest, size = desc.size, "layer written");
+    debug!(diff_id = %diff_id, digest = %desc.digest, size = desc.size, entries, "layer written");
     Ok(LayerBlob {
         diff_id,
         digest: desc.digest,
         size: desc.size,
         media_type: opts.compression.media_type().to_string(),
+        entries,
     })
 }
 
-/// Writes the tar of `root` into `out`, returning `out` and the tar's sha256.
-fn tar_into<W: Write>(root: &Path, mode: diff::Mode, out: W) -> Result<(W, Digest)> {
+/// Writes the tar of `root` into `out`, returning `out`, the tar's sha256 and its member count.
+fn tar_into<W: Write>(root: &Path, mode: diff::Mode<'_>, out: W) -> Result<(W, (Digest, u64))> {
     let mut tw = TarWriter::new(HashingWriter::new(out));
     diff::write_tree(root, mode, &mut tw)?;
+    let entries = tw.entries();
     let hw = tw.finish().map_err(LayerError::Write)?;
     let (out, digest, _) = hw.finish();
-    Ok((out, digest))
+    Ok((out, (digest, entries)))
 }
 
 /// A plain tar of a whole filesystem tree (the `type=tar` exporter): no whiteout conversion,
 /// overlay xattrs dropped. Returns the tar's sha256.
 pub fn write_tree_tar(root: &Path, out: impl Write) -> Result<Digest> {
-    let (_, d) = tar_into(root, diff::Mode::Tree, out)?;
+    let (_, (d, _)) = tar_into(root, diff::Mode::Tree, out)?;
     Ok(d)
 }
 
+#[cfg(test)]
+mod diff_tests;
 #[cfg(test)]
 mod tests;

@@ -56,11 +56,17 @@ const BLOCK: usize = 512;
 
 pub struct TarWriter<W: Write> {
     out: W,
+    entries: u64,
 }
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out }
+        TarWriter { out, entries: 0 }
+    }
+
+    /// Members appended so far.
+    pub fn entries(&self) -> u64 {
+        self.entries
     }
 
     /// Writes a member; `data` must yield exactly `meta.size` bytes for regular files.
@@ -125,6 +131,7 @@ impl<W: Write> TarWriter<W> {
             }
             self.pad(size)?;
         }
+        self.entries += 1;
         Ok(())
     }
 
