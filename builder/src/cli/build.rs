@@ -89,7 +89,8 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
     };
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let renderer = tokio::spawn(Renderer::new(mode).run(rx));
+    let (stop_display, stop) = tokio::sync::oneshot::channel();
+    let renderer = tokio::spawn(Renderer::new(mode).run(rx, stop));
     let started = std::time::Instant::now();
     let result = tokio::select! {
         r = engine.build(opts, Progress::new(tx)) => Some(r),
@@ -97,12 +98,16 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
     };
     let Some(result) = result else {
         // Work still unwinding (a container being killed) may hold a progress sender for a
-        // moment; the user asked to stop, so don't wait for the display.
-        renderer.abort();
+        // moment; the user asked to stop, so the display ends now, showing what was cut short.
+        let _ = stop_display.send(());
+        let wait = std::time::Duration::from_millis(500);
+        if tokio::time::timeout(wait, renderer).await.is_err() {
+            tracing::debug!("progress display did not stop in time");
+        }
         bail!("build cancelled");
     };
     // The build is over, so every sender is gone: the renderer drains what is left and ends.
-    let _ = renderer.await;
+    let shown = renderer.await.unwrap_or_default();
     match result {
         Ok(outcome) => {
             if let Some(img) = &outcome.image {
@@ -128,7 +133,10 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
                 filename,
             } = *f;
             if let Some(lines) = error.meta.lines {
-                eprintln!("------\n > {}:\n------", error.meta.description);
+                // The tty display already framed the failed step with its output.
+                if !shown.failed_output {
+                    eprintln!("------\n > {}:\n------", error.meta.description);
+                }
                 eprint!("{}", render_source_excerpt(&filename, &dockerfile, lines));
             }
             Err(anyhow!("failed to solve: {error}"))

@@ -110,13 +110,19 @@ fn header(build: &Build, now: Instant, view: &View, last: bool) -> String {
     let (done, total) = build.counts();
     let mut text = format!("[+] Building {} ({done}/{total})", secs(build.elapsed(now)));
     if last {
-        text.push_str(" FINISHED");
+        text.push_str(if build.canceled() && !build.failed() {
+            " CANCELED"
+        } else {
+            " FINISHED"
+        });
     }
     let text = truncate(&text, view.cols());
-    let style = match (last, build.failed()) {
-        (_, true) => RED,
-        (true, false) => BLUE,
-        (false, false) => "",
+    let style = if build.failed() || build.canceled() {
+        RED
+    } else if last {
+        BLUE
+    } else {
+        ""
     };
     view.paint(style, text)
 }
@@ -128,6 +134,7 @@ fn vertex_line(v: &Vertex, now: Instant, view: &View) -> String {
     let label = match v.state {
         State::Cached => format!(" => CACHED {}", v.name),
         State::Failed => format!(" => ERROR {}", v.name),
+        State::Canceled => format!(" => CANCELED {}", v.name),
         State::Running | State::Done => format!(" => {}", v.name),
     };
     let label = super::text::sanitize(&label);
@@ -168,7 +175,7 @@ fn vertex_line(v: &Vertex, now: Instant, view: &View) -> String {
             2 + width(status)
         };
     let style = match v.state {
-        State::Running => "",
+        State::Running | State::Canceled => "",
         State::Done | State::Cached => BLUE,
         State::Failed => RED,
     };
@@ -363,6 +370,20 @@ mod tests {
         let lines = finished(&b, t0 + Duration::from_secs(4), &view(60, 3));
         assert_eq!(lines.len(), 4);
         assert!(lines.iter().all(|l| !l.contains("line")));
+    }
+
+    #[test]
+    fn canceled_build() {
+        let t0 = Instant::now();
+        let mut b = sample(t0);
+        b.cancel(t0 + Duration::from_secs(3));
+        let lines = finished(&b, t0 + Duration::from_secs(4), &view(60, 3));
+        assert_eq!(lines[0], "[+] Building 4.0s (3/3) CANCELED");
+        assert_eq!(
+            lines[3],
+            " => CANCELED [3/3] RUN make test                       1.0s"
+        );
+        assert_eq!(lines.len(), 4);
     }
 
     #[test]

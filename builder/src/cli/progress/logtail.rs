@@ -11,9 +11,6 @@ use super::text::sanitize;
 pub const MAX_LINES: usize = 200;
 /// Bytes kept of one line; longer lines are cut (a terminal line is far shorter anyway).
 pub const MAX_LINE_BYTES: usize = 2048;
-/// An unterminated line longer than this is treated as complete, so that output without any
-/// newline cannot grow without bound.
-const MAX_PARTIAL_BYTES: usize = 16 * 1024;
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct LogLine {
@@ -47,10 +44,9 @@ impl LogTail {
                 _ => {
                     self.partial.extend_from_slice(chunk);
                     self.collapse_partial();
-                    if self.partial.len() > MAX_PARTIAL_BYTES {
-                        self.complete();
-                        self.partial_at = at;
-                    }
+                    // What is past the cut is never shown: output without any newline cannot
+                    // grow the buffer without bound.
+                    self.partial.truncate(MAX_LINE_BYTES);
                 }
             }
         }
@@ -106,7 +102,13 @@ impl LogTail {
     /// A carriage return followed by more text overwrites the line (progress bars): only the
     /// text after it is worth keeping.
     fn collapse_partial(&mut self) {
-        let end = self.partial.len().saturating_sub(1);
+        let trailing = self
+            .partial
+            .iter()
+            .rev()
+            .take_while(|&&b| b == b'\r')
+            .count();
+        let end = self.partial.len() - trailing;
         if let Some(pos) = self.partial[..end].iter().rposition(|&b| b == b'\r') {
             self.partial.drain(..=pos);
         }
@@ -157,6 +159,9 @@ mod tests {
         let mut t = LogTail::default();
         t.push(b"10%\r20%\r30%", Duration::ZERO);
         assert_eq!(t.last(1), ["30%"]);
+        t.push(b"\r", Duration::ZERO);
+        t.push(b"\r", Duration::ZERO);
+        assert_eq!(t.last(1), ["30%"]);
         t.push(b"\r\n", Duration::ZERO);
         assert_eq!(texts(&t), ["30%"]);
         t.push(b"crlf\r\nnext\n", Duration::ZERO);
@@ -187,8 +192,13 @@ mod tests {
         for _ in 0..100 {
             t.push(&[b'y'; 1024], Duration::ZERO);
         }
-        assert!(t.partial.len() <= MAX_PARTIAL_BYTES);
-        assert!(t.lines().count() >= 5);
+        assert!(t.partial.len() <= MAX_LINE_BYTES);
+        assert_eq!(t.lines().count(), 0);
+        // A carriage return past the cut still starts the line over.
+        t.push(b"\rfresh", Duration::ZERO);
+        assert_eq!(t.last(1), ["fresh"]);
+        t.push(b"\n", Duration::ZERO);
+        assert_eq!(t.lines().count(), 1);
     }
 
     #[test]

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use kiln_solver::engine::ProgressEvent;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 
 pub use excerpt::render_source_excerpt;
 
@@ -21,6 +22,13 @@ pub enum Mode {
     Plain,
     Tty,
     Quiet,
+}
+
+/// What the display already showed, so that the caller does not repeat it.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shown {
+    /// The failed steps were printed framed by `------`, with their output.
+    pub failed_output: bool,
 }
 
 pub struct Renderer {
@@ -36,20 +44,43 @@ impl Renderer {
         }
     }
 
-    /// Shows events until every sender is gone.
-    pub async fn run(self, mut rx: UnboundedReceiver<ProgressEvent>) {
+    /// Shows events until every sender is gone, or until `stop` fires: the user cancelled,
+    /// and work still unwinding may hold a sender for a while.
+    pub async fn run(
+        self,
+        mut rx: UnboundedReceiver<ProgressEvent>,
+        mut stop: oneshot::Receiver<()>,
+    ) -> Shown {
         match self.mode {
-            Mode::Quiet => while rx.recv().await.is_some() {},
+            Mode::Quiet => Shown::default(),
             Mode::Plain => {
                 let mut plain = plain::Plain::new(self.started);
-                while let Some(ev) = rx.recv().await {
-                    let _ = plain.handle(ev, &mut std::io::stderr().lock());
+                let mut stoppable = true;
+                loop {
+                    tokio::select! {
+                        // Biased: events already queued are printed before a stop is noticed.
+                        biased;
+                        ev = rx.recv() => match ev {
+                            Some(ev) => {
+                                let _ = plain.handle(ev, &mut std::io::stderr().lock());
+                            }
+                            None => break,
+                        },
+                        r = &mut stop, if stoppable => match r {
+                            Ok(()) => break,
+                            // A dropped sender is not a request to stop.
+                            Err(_) => stoppable = false,
+                        },
+                    }
                 }
+                Shown::default()
             }
             Mode::Tty => {
                 // https://no-color.org: any non-empty value turns colours off.
                 let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
-                tty::run(rx, self.started, color).await;
+                Shown {
+                    failed_output: tty::run(rx, stop, self.started, color).await,
+                }
             }
         }
     }

@@ -15,6 +15,8 @@ pub enum State {
     Done,
     Cached,
     Failed,
+    /// Still running when the user stopped the build.
+    Canceled,
 }
 
 #[derive(Debug)]
@@ -78,6 +80,23 @@ impl Build {
 
     pub fn failed(&self) -> bool {
         self.vertices.iter().any(|v| v.state == State::Failed)
+    }
+
+    pub fn canceled(&self) -> bool {
+        self.vertices.iter().any(|v| v.state == State::Canceled)
+    }
+
+    /// The user stopped the build: what still runs will not finish.
+    pub fn cancel(&mut self, now: Instant) {
+        for v in self
+            .vertices
+            .iter_mut()
+            .filter(|v| v.state == State::Running)
+        {
+            v.state = State::Canceled;
+            v.duration = Some(now.saturating_duration_since(v.started));
+            v.status = None;
+        }
     }
 
     pub fn apply(&mut self, ev: ProgressEvent, now: Instant) {
@@ -244,5 +263,27 @@ pub(super) mod tests {
         let v = &b.vertices()[0];
         assert_eq!(v.status, None);
         assert_eq!(v.logs.lines().count(), 2);
+    }
+
+    #[test]
+    fn cancel_stops_what_runs() {
+        let t0 = Instant::now();
+        let mut b = Build::new(t0);
+        b.apply(started(1, "one"), t0);
+        b.apply(
+            ProgressEvent::Done {
+                digest: dg(1),
+                duration: Duration::from_secs(1),
+            },
+            t0,
+        );
+        b.apply(started(2, "two"), t0);
+        b.cancel(t0 + Duration::from_secs(2));
+        let states: Vec<_> = b.vertices().iter().map(|v| v.state).collect();
+        assert_eq!(states, [State::Done, State::Canceled]);
+        assert_eq!(b.counts(), (2, 2));
+        assert!(b.canceled() && !b.failed());
+        let later = t0 + Duration::from_secs(9);
+        assert_eq!(b.vertices()[1].elapsed(later), Duration::from_secs(2));
     }
 }

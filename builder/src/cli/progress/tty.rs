@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use kiln_solver::engine::ProgressEvent;
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
 
 use super::frame::{self, View};
 use super::model::Build;
@@ -17,14 +18,30 @@ const MIN_REDRAW: Duration = Duration::from_millis(30);
 /// Events applied before drawing again, so a flood of output cannot starve the display.
 const MAX_BATCH: usize = 1024;
 
-pub async fn run(mut rx: UnboundedReceiver<ProgressEvent>, started: Instant, color: bool) {
+/// Shows the build until every sender is gone, or until `stop` fires (the user cancelled:
+/// what still runs is shown as cancelled). True when failed steps were shown with their
+/// output.
+pub async fn run(
+    mut rx: UnboundedReceiver<ProgressEvent>,
+    mut stop: oneshot::Receiver<()>,
+    started: Instant,
+    color: bool,
+) -> bool {
     let mut build = Build::new(started);
     let mut screen = Screen::default();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let mut last_draw: Option<Instant> = None;
+    let mut stoppable = true;
     loop {
         tokio::select! {
+            r = &mut stop, if stoppable => {
+                // A dropped sender is not a request to stop.
+                if r.is_ok() {
+                    break;
+                }
+                stoppable = false;
+            }
             ev = rx.recv() => {
                 let Some(ev) = ev else { break };
                 let mut changed = apply(&mut build, ev);
@@ -45,7 +62,11 @@ pub async fn run(mut rx: UnboundedReceiver<ProgressEvent>, started: Instant, col
             }
         }
     }
+    // Whatever has not ended by now never will: the build failed elsewhere or was cancelled
+    // (its senders may be gone before the stop arrives).
+    build.cancel(Instant::now());
     screen.draw(&frame::finished(&build, Instant::now(), &view(color)));
+    build.failed()
 }
 
 /// Applies an event; true when it changed what a vertex line shows (not just its output).
