@@ -45,7 +45,7 @@ impl View {
 pub fn live(build: &Build, now: Instant, view: &View) -> Vec<String> {
     let vertices = build.vertices();
     let tail_len = |v: &Vertex, max: usize| match v.state {
-        State::Running => v.logs.last(max).len(),
+        State::Running => v.logs.last_len(max),
         _ => 0,
     };
     // The header and the line the cursor rests on take two rows.

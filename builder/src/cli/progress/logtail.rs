@@ -69,6 +69,11 @@ impl LogTail {
         self.dropped
     }
 
+    /// How many lines [`LogTail::last`] returns for `n`, without building them.
+    pub fn last_len(&self, n: usize) -> usize {
+        (self.lines.len() + !self.partial.is_empty() as usize).min(n)
+    }
+
     /// The last `n` lines as a terminal would show them, including the line being written.
     pub fn last(&self, n: usize) -> Vec<String> {
         let partial = (!self.partial.is_empty()).then(|| visible(&self.partial));
@@ -145,6 +150,7 @@ mod tests {
         assert_eq!(texts(&t), ["one", "two"]);
         assert_eq!(t.last(6), ["one", "two", "three"]);
         assert_eq!(t.last(2), ["two", "three"]);
+        assert_eq!((t.last_len(6), t.last_len(2), t.last_len(0)), (3, 2, 0));
         t.flush();
         assert_eq!(texts(&t), ["one", "two", "three"]);
         // A line's time is when it began.

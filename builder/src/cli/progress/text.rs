@@ -85,6 +85,11 @@ pub fn sanitize(s: &str) -> String {
                 out.extend(std::iter::repeat_n(' ', n));
                 col += n;
             }
+            // A multi-line step name (a heredoc) must stay on one line.
+            '\n' => {
+                out.push(' ');
+                col += 1;
+            }
             c if c.is_control() => {}
             c => {
                 out.push(c);
@@ -155,5 +160,6 @@ mod tests {
         assert_eq!(sanitize("a\tb"), "a       b");
         assert_eq!(sanitize("abcdefgh\tx"), "abcdefgh        x");
         assert_eq!(sanitize("trailing\x1b"), "trailing");
+        assert_eq!(sanitize("RUN <<EOF\necho hi\nEOF"), "RUN <<EOF echo hi EOF");
     }
 }
