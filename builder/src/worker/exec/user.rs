@@ -77,13 +77,8 @@ fn user_error(msg: String) -> ExecError {
 
 /// Resolves `spec` inside `root`.
 pub fn resolve_user(root: &Root, spec: &str) -> Result<ResolvedUser, ExecError> {
-    if spec.is_empty() {
-        return Ok(ResolvedUser {
-            uid: 0,
-            gid: 0,
-            additional_gids: Vec::new(),
-        });
-    }
+    // No USER: root, looked up like any user (its groups included), as docker does.
+    let spec = if spec.is_empty() { "0" } else { spec };
     let (user_arg, group_arg) = match spec.split_once(':') {
         Some((u, g)) => (u, g),
         None => (spec, ""),
@@ -137,11 +132,14 @@ pub fn resolve_user(root: &Root, spec: &str) -> Result<ResolvedUser, ExecError> 
             }
         };
     } else if let Some(name) = &matched_name {
-        additional_gids = groups
-            .iter()
-            .filter(|g| g.members.iter().any(|m| m == name))
-            .map(|g| g.gid)
-            .collect();
+        // The primary group is a supplementary group too, as BuildKit and containerd set it
+        // since CVE-2023-25173 (`id` shows `groups=1000(appuser)`; conformance case 05).
+        additional_gids.push(gid);
+        for g in groups.iter().filter(|g| g.members.iter().any(|m| m == name)) {
+            if !additional_gids.contains(&g.gid) {
+                additional_gids.push(g.gid);
+            }
+        }
     }
     Ok(ResolvedUser {
         uid,
@@ -177,10 +175,10 @@ mod tests {
             "root:x:0:0:root:/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/sh\n",
             "root:x:0:\nalice:x:1000:\nwheel:x:10:root,alice\naudio:x:29:alice\nstaff:x:50:\n",
         );
-        assert_eq!(resolve_user(&r, "").unwrap(), u(0, 0, &[]));
-        assert_eq!(resolve_user(&r, "root").unwrap(), u(0, 0, &[10]));
-        assert_eq!(resolve_user(&r, "alice").unwrap(), u(1000, 1000, &[10, 29]));
-        assert_eq!(resolve_user(&r, "1000").unwrap(), u(1000, 1000, &[10, 29]));
+        assert_eq!(resolve_user(&r, "").unwrap(), u(0, 0, &[0, 10]));
+        assert_eq!(resolve_user(&r, "root").unwrap(), u(0, 0, &[0, 10]));
+        assert_eq!(resolve_user(&r, "alice").unwrap(), u(1000, 1000, &[1000, 10, 29]));
+        assert_eq!(resolve_user(&r, "1000").unwrap(), u(1000, 1000, &[1000, 10, 29]));
         assert_eq!(resolve_user(&r, "alice:staff").unwrap(), u(1000, 50, &[]));
         assert_eq!(resolve_user(&r, "alice:77").unwrap(), u(1000, 77, &[]));
         assert_eq!(resolve_user(&r, "1234").unwrap(), u(1234, 0, &[]));
