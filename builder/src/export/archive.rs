@@ -123,11 +123,15 @@ pub fn write_archive(
             add_blob(&mut tb, &l.digest.to_string())?;
         }
         add_blob(&mut tb, &md)?;
+        let mut desc = img.manifest.clone();
+        if desc.platform.is_none() {
+            desc.platform = platform_of(content, &manifest);
+        }
         if img.names.is_empty() {
-            index.manifests.push(img.manifest.clone());
+            index.manifests.push(desc.clone());
         }
         for n in &img.names {
-            let mut d = img.manifest.clone();
+            let mut d = desc.clone();
             d.annotations
                 .insert("io.containerd.image.name".into(), n.clone());
             if let Some(t) = tag_of(n) {
@@ -261,6 +265,24 @@ pub fn load_archive(content: &ContentStore, input: impl Read) -> Result<Loaded, 
         }
     }
     Ok(out)
+}
+
+/// The platform an image's config declares (for index entries, so readers can pick by it).
+fn platform_of(content: &ContentStore, m: &Manifest) -> Option<kiln_registry::platform::Platform> {
+    #[derive(Deserialize)]
+    struct Cfg {
+        #[serde(default)]
+        os: String,
+        #[serde(default)]
+        architecture: String,
+        #[serde(default)]
+        variant: Option<String>,
+    }
+    let d = Digest::parse(&m.config.digest.to_string())?;
+    let c: Cfg = serde_json::from_slice(&std::fs::read(content.path(&d)).ok()?).ok()?;
+    (!c.os.is_empty()).then(|| {
+        kiln_registry::platform::Platform::new(&c.os, &c.architecture, c.variant.as_deref())
+    })
 }
 
 fn reg_digest(d: &Digest) -> Result<kiln_registry::digest::Digest, ArchiveError> {
