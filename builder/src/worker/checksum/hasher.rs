@@ -112,44 +112,17 @@ fn hash_one(
 
 /// blake3 over the sorted (name, value) xattr pairs, without host-only ones.
 fn xattr_hash(fd: &std::os::fd::OwnedFd) -> std::io::Result<[u8; 32]> {
-    let mut list = vec![0u8; 1024];
-    let n = loop {
-        match rustix::fs::flistxattr(fd, &mut list) {
-            Ok(n) => break n,
-            Err(rustix::io::Errno::RANGE) if list.len() < (1 << 20) => {
-                list.resize(list.len() * 4, 0)
-            }
-            Err(rustix::io::Errno::NOTSUP) => break 0,
-            Err(e) => return Err(e.into()),
-        }
-    };
-    let mut names: Vec<&[u8]> = list[..n]
-        .split(|&b| b == 0)
-        .filter(|n| !n.is_empty())
-        .filter(|n| *n != b"security.selinux" && !n.starts_with(b"trusted.overlay."))
-        .collect();
-    names.sort();
+    use crate::worker::fileop::meta::{read_xattrs, skip_xattr};
+    let mut attrs = read_xattrs(fd)?;
+    attrs.retain(|(n, _)| !skip_xattr(n.as_bytes()));
+    attrs.sort();
     let mut h = blake3::Hasher::new();
-    let mut value = vec![0u8; 1024];
-    for name in names {
-        let Ok(cname) = std::ffi::CString::new(name) else {
-            continue;
-        };
-        let len = loop {
-            match rustix::fs::fgetxattr(fd, cname.as_c_str(), &mut value) {
-                Ok(len) => break Some(len),
-                Err(rustix::io::Errno::RANGE) if value.len() < (1 << 20) => {
-                    value.resize(value.len() * 4, 0)
-                }
-                Err(rustix::io::Errno::NODATA) => break None,
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let Some(len) = len else { continue };
+    for (name, value) in &attrs {
+        let name = name.as_bytes();
         h.update(&(name.len() as u64).to_le_bytes());
         h.update(name);
-        h.update(&(len as u64).to_le_bytes());
-        h.update(&value[..len]);
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value);
     }
     Ok(*h.finalize().as_bytes())
 }

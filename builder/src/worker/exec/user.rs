@@ -135,7 +135,10 @@ pub fn resolve_user(root: &Root, spec: &str) -> Result<ResolvedUser, ExecError> 
         // The primary group is a supplementary group too, as BuildKit and containerd set it
         // since CVE-2023-25173 (`id` shows `groups=1000(appuser)`; conformance case 05).
         additional_gids.push(gid);
-        for g in groups.iter().filter(|g| g.members.iter().any(|m| m == name)) {
+        for g in groups
+            .iter()
+            .filter(|g| g.members.iter().any(|m| m == name))
+        {
             if !additional_gids.contains(&g.gid) {
                 additional_gids.push(g.gid);
             }
@@ -177,8 +180,14 @@ mod tests {
         );
         assert_eq!(resolve_user(&r, "").unwrap(), u(0, 0, &[0, 10]));
         assert_eq!(resolve_user(&r, "root").unwrap(), u(0, 0, &[0, 10]));
-        assert_eq!(resolve_user(&r, "alice").unwrap(), u(1000, 1000, &[1000, 10, 29]));
-        assert_eq!(resolve_user(&r, "1000").unwrap(), u(1000, 1000, &[1000, 10, 29]));
+        assert_eq!(
+            resolve_user(&r, "alice").unwrap(),
+            u(1000, 1000, &[1000, 10, 29])
+        );
+        assert_eq!(
+            resolve_user(&r, "1000").unwrap(),
+            u(1000, 1000, &[1000, 10, 29])
+        );
         assert_eq!(resolve_user(&r, "alice:staff").unwrap(), u(1000, 50, &[]));
         assert_eq!(resolve_user(&r, "alice:77").unwrap(), u(1000, 77, &[]));
         assert_eq!(resolve_user(&r, "1234").unwrap(), u(1234, 0, &[]));

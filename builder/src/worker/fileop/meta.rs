@@ -12,7 +12,7 @@ use rustix::fs::{AtFlags, Mode, Stat, Timespec, Timestamps};
 use super::root::{chown_fd, lchown_at};
 
 /// Xattrs never copied: host labels and overlayfs internals.
-fn skip_xattr(name: &[u8]) -> bool {
+pub(crate) fn skip_xattr(name: &[u8]) -> bool {
     name == b"security.selinux" || name.starts_with(b"trusted.overlay.")
 }
 
@@ -61,44 +61,51 @@ pub fn set_symlink_meta(
     Ok(())
 }
 
-/// Copies the xattrs of `src` to `dst`. Attributes the destination filesystem refuses are
-/// skipped with a debug log, as BuildKit does.
-pub fn copy_xattrs(src: &impl AsFd, dst: &impl AsFd) -> io::Result<()> {
+/// The extended attributes of `fd` as (name, value) pairs, in the order the kernel lists
+/// them; none when the filesystem has no xattr support.
+pub fn read_xattrs(fd: &impl AsFd) -> io::Result<Vec<(std::ffi::CString, Vec<u8>)>> {
     let mut list = vec![0u8; 4096];
     let n = loop {
-        match rustix::fs::flistxattr(src, &mut list) {
+        match rustix::fs::flistxattr(fd, &mut list) {
             Ok(n) => break n,
             Err(rustix::io::Errno::RANGE) if list.len() < (1 << 20) => {
                 list.resize(list.len() * 4, 0)
             }
-            Err(rustix::io::Errno::NOTSUP) => return Ok(()),
+            Err(rustix::io::Errno::NOTSUP) => return Ok(Vec::new()),
             Err(e) => return Err(e.into()),
         }
     };
-    if n == 0 {
-        return Ok(());
-    }
-    let bytes = &list[..n];
+    let mut out = Vec::new();
     let mut value = vec![0u8; 4096];
-    for name in bytes.split(|&b| b == 0).filter(|n| !n.is_empty()) {
-        if skip_xattr(name) {
-            continue;
-        }
+    for name in list[..n].split(|&b| b == 0).filter(|n| !n.is_empty()) {
         let Ok(cname) = std::ffi::CString::new(name) else {
             continue;
         };
         let len = loop {
-            match rustix::fs::fgetxattr(src, cname.as_c_str(), &mut value) {
+            match rustix::fs::fgetxattr(fd, cname.as_c_str(), &mut value) {
                 Ok(len) => break Some(len),
                 Err(rustix::io::Errno::RANGE) if value.len() < (1 << 20) => {
                     value.resize(value.len() * 4, 0)
                 }
+                // Removed between list and get.
                 Err(rustix::io::Errno::NODATA) => break None,
                 Err(e) => return Err(e.into()),
             }
         };
-        let Some(len) = len else { continue };
-        set_xattr(dst, &cname, &value[..len])?;
+        if let Some(len) = len {
+            out.push((cname, value[..len].to_vec()));
+        }
+    }
+    Ok(out)
+}
+
+/// Copies the xattrs of `src` to `dst`. Attributes the destination filesystem refuses are
+/// skipped with a debug log, as BuildKit does.
+pub fn copy_xattrs(src: &impl AsFd, dst: &impl AsFd) -> io::Result<()> {
+    for (name, value) in read_xattrs(src)? {
+        if !skip_xattr(name.as_bytes()) {
+            set_xattr(dst, &name, &value)?;
+        }
     }
     Ok(())
 }

@@ -4,7 +4,7 @@
 mod chmod;
 mod chown;
 mod copy;
-mod meta;
+pub(crate) mod meta;
 mod ops;
 pub mod root;
 mod source;
