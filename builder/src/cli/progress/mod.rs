@@ -6,6 +6,7 @@ mod frame;
 mod logtail;
 mod model;
 mod plain;
+mod screen;
 mod text;
 mod tty;
 

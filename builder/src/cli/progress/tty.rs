@@ -10,6 +10,7 @@ use tokio::sync::oneshot;
 
 use super::frame::{self, View};
 use super::model::Build;
+use super::screen::Screen;
 
 /// Time between redraws while nothing changes state (timers still move).
 const TICK: Duration = Duration::from_millis(100);
@@ -52,12 +53,12 @@ pub async fn run(
                     }
                 }
                 if changed && last_draw.is_none_or(|t| t.elapsed() >= MIN_REDRAW) {
-                    screen.draw(&frame::live(&build, Instant::now(), &view(color)));
+                    draw(&mut screen, &build, color, false);
                     last_draw = Some(Instant::now());
                 }
             }
             _ = tick.tick() => {
-                screen.draw(&frame::live(&build, Instant::now(), &view(color)));
+                draw(&mut screen, &build, color, false);
                 last_draw = Some(Instant::now());
             }
         }
@@ -65,8 +66,26 @@ pub async fn run(
     // Whatever has not ended by now never will: the build failed elsewhere or was cancelled
     // (its senders may be gone before the stop arrives).
     build.cancel(Instant::now());
-    screen.draw(&frame::finished(&build, Instant::now(), &view(color)));
+    draw(&mut screen, &build, color, true);
     build.failed()
+}
+
+fn draw(screen: &mut Screen, build: &Build, color: bool, last: bool) {
+    let (width, height) = terminal_size().unwrap_or((80, 24));
+    let view = View {
+        width,
+        height,
+        color,
+    };
+    let lines = if last {
+        frame::finished(build, Instant::now(), &view)
+    } else {
+        frame::live(build, Instant::now(), &view)
+    };
+    let bytes = screen.redraw(&lines);
+    let mut err = std::io::stderr().lock();
+    // A display that cannot be written (closed pipe) is not a reason to fail the build.
+    let _ = err.write_all(bytes.as_bytes()).and_then(|_| err.flush());
 }
 
 /// Applies an event; true when it changed what a vertex line shows (not just its output).
@@ -74,15 +93,6 @@ fn apply(build: &mut Build, ev: ProgressEvent) -> bool {
     let changed = !matches!(ev, ProgressEvent::Log { .. });
     build.apply(ev, Instant::now());
     changed
-}
-
-fn view(color: bool) -> View {
-    let (width, height) = terminal_size().unwrap_or((80, 24));
-    View {
-        width,
-        height,
-        color,
-    }
 }
 
 /// Columns and rows of the terminal on stderr, if it is one.
@@ -96,32 +106,4 @@ fn terminal_size() -> Option<(usize, usize)> {
     // SAFETY: TIOCGWINSZ only writes a `winsize` into the valid, exclusively borrowed `ws`.
     let rc = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
     (rc == 0 && ws.ws_col > 0 && ws.ws_row > 0).then_some((ws.ws_col.into(), ws.ws_row.into()))
-}
-
-/// Stderr as a redrawable region: remembers how many lines the last frame took, so the next
-/// frame can move back up over it.
-#[derive(Default)]
-struct Screen {
-    drawn: usize,
-}
-
-impl Screen {
-    fn draw(&mut self, lines: &[String]) {
-        let mut buf = String::new();
-        if self.drawn > 0 {
-            buf.push_str(&format!("\r\x1b[{}A", self.drawn));
-        }
-        for l in lines {
-            // Erase first, so the leftovers of a longer previous line never show.
-            buf.push_str("\x1b[2K");
-            buf.push_str(l);
-            buf.push('\n');
-        }
-        // Erase what a taller previous frame left below.
-        buf.push_str("\x1b[J");
-        let mut err = std::io::stderr().lock();
-        // A display that cannot be written (closed pipe) is not a reason to fail the build.
-        let _ = err.write_all(buf.as_bytes()).and_then(|_| err.flush());
-        self.drawn = lines.len();
-    }
 }
