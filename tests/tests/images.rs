@@ -45,6 +45,20 @@ fn import_tag_history_save_load_rmi() {
     );
     env.ok(&["build", "-t", "app:1", ctx.to_str().unwrap()]);
     env.ok(&["tag", "app:1", "localhost:5999/team/app:2"]);
+    // An image kiln built is a base too: its layers (kept as digests in the store) are made
+    // again from their snapshots and unpacked.
+    let child = env.context("imp-child", "FROM app:1\nRUN cat /built > /child\n", &[]);
+    let child_out = env.path("imp-child-out");
+    env.ok(&[
+        "build",
+        "-o",
+        &format!("type=local,dest={}", child_out.display()),
+        child.to_str().unwrap(),
+    ]);
+    assert_eq!(
+        std::fs::read_to_string(child_out.join("child")).unwrap(),
+        "built\n"
+    );
     let list = String::from_utf8_lossy(&env.ok(&["images"]).stdout).to_string();
     for n in [
         "docker.io/library/mybase",

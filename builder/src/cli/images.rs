@@ -149,6 +149,21 @@ fn archive_images(engine: &Engine, names: &[String]) -> Result<Vec<ArchiveImage>
 
 pub async fn save(engine: &Engine, output: &Path, names: &[String]) -> Result<()> {
     let imgs = archive_images(engine, names)?;
+    // Layers the store keeps as digests only are made again from their snapshots first.
+    let mut layers = Vec::new();
+    for i in &imgs {
+        layers.extend(
+            manifest_of(engine, &i.manifest.digest.to_string())?
+                .layers
+                .iter()
+                .map(|l| l.digest.to_string()),
+        );
+    }
+    let (snaps, content) = (engine.snapshots.clone(), engine.content.clone());
+    tokio::task::spawn_blocking(move || {
+        crate::export::layers::materialize(&snaps, &content, &layers)
+    })
+    .await??;
     let tmp = output.with_extension("kiln-partial");
     let f = std::io::BufWriter::with_capacity(
         1 << 20,

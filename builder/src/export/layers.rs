@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::layer::{write_layer_diff, Compression, LayerOptions};
+use crate::layer::{diff_id_of, write_layer_diff, Compression, LayerOptions};
 use crate::store::content::ContentStore;
 use crate::worker::snapshot::{OverlaySnapshotter, SnapshotId, Snapshotter};
 
@@ -17,6 +17,10 @@ pub struct LayerInfo {
     /// identically): not exported as a layer.
     #[serde(default)]
     pub empty: bool,
+    /// An uncompressed layer known by its digest only: the blob is not in the content store
+    /// but is made again, byte for byte, from the snapshot when needed ([`materialize`]).
+    #[serde(default)]
+    pub lazy: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +81,9 @@ pub fn chain_layers(
     for (i, &id) in chain.iter().enumerate() {
         let mut known = memo(snapshots, id);
         let present = |l: &LayerInfo| {
-            l.empty || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
+            l.empty
+                || l.lazy
+                || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
         };
         let reuse = known.iter().find(|l| {
             present(l)
@@ -97,9 +103,31 @@ pub fn chain_layers(
             size: 0,
             media_type: String::new(),
             empty: true,
+            lazy: false,
         };
+        // The parent chain's dirs, nearest first: what overlayfs stacked under this upper.
+        let lowers: Vec<_> = chain[..i]
+            .iter()
+            .rev()
+            .map(|&p| snapshots.upper_dir(p))
+            .collect();
         let info = if upper_is_empty(&upper) {
             empty
+        } else if policy == LayerPolicy::Cheapest {
+            let (diff_id, size, entries) =
+                diff_id_of(&upper, &lowers).map_err(|x| e(id)(x.to_string()))?;
+            if entries == 0 {
+                empty
+            } else {
+                LayerInfo {
+                    diff_id: diff_id.to_string(),
+                    digest: diff_id.to_string(),
+                    size,
+                    media_type: Compression::None.media_type().to_string(),
+                    empty: false,
+                    lazy: true,
+                }
+            }
         } else {
             let opts = LayerOptions {
                 compression: match policy {
@@ -108,12 +136,6 @@ pub fn chain_layers(
                 },
                 ..LayerOptions::default()
             };
-            // The parent chain's dirs, nearest first: what overlayfs stacked under this upper.
-            let lowers: Vec<_> = chain[..i]
-                .iter()
-                .rev()
-                .map(|&p| snapshots.upper_dir(p))
-                .collect();
             let blob = write_layer_diff(&upper, &lowers, content, &opts)
                 .map_err(|x| e(id)(x.to_string()))?;
             if blob.entries == 0 {
@@ -125,6 +147,7 @@ pub fn chain_layers(
                     size: blob.size,
                     media_type: blob.media_type,
                     empty: false,
+                    lazy: false,
                 }
             }
         };
@@ -137,4 +160,64 @@ pub fn chain_layers(
         out.push(info);
     }
     Ok(out)
+}
+
+/// Puts the blobs `digests` into the content store when they are lazy layers of some
+/// snapshot (made again from it, and checked against the digest). Digests that are neither
+/// in the store nor lazy are left alone: the caller will say they are missing.
+pub fn materialize(
+    snapshots: &OverlaySnapshotter,
+    content: &ContentStore,
+    digests: &[String],
+) -> Result<(), LayerError> {
+    let missing: Vec<&String> = digests
+        .iter()
+        .filter(|d| kiln_solver::llb::Digest::parse(d).is_some_and(|d| !content.has(&d)))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let all = snapshots.list().map_err(|x| LayerError {
+        id: 0,
+        msg: x.to_string(),
+    })?;
+    for info in all {
+        let id = info.id;
+        let Some(want) = memo(snapshots, id)
+            .into_iter()
+            .find(|l| l.lazy && missing.contains(&&l.digest))
+        else {
+            continue;
+        };
+        let chain = snapshots.chain(id).map_err(|x| LayerError {
+            id,
+            msg: x.to_string(),
+        })?;
+        let lowers: Vec<_> = chain[..chain.len() - 1]
+            .iter()
+            .rev()
+            .map(|&p| snapshots.upper_dir(p))
+            .collect();
+        let opts = LayerOptions {
+            compression: Compression::None,
+            ..LayerOptions::default()
+        };
+        let blob =
+            write_layer_diff(&snapshots.upper_dir(id), &lowers, content, &opts).map_err(|x| {
+                LayerError {
+                    id,
+                    msg: x.to_string(),
+                }
+            })?;
+        if blob.digest.to_string() != want.digest {
+            return Err(LayerError {
+                id,
+                msg: format!(
+                    "layer made again is {} instead of {}",
+                    blob.digest, want.digest
+                ),
+            });
+        }
+    }
+    Ok(())
 }

@@ -198,6 +198,25 @@ fn layer_blob(
     })
 }
 
+/// The diff ID (sha256 of the uncompressed tar), tar size and member count of the layer
+/// [`write_layer_diff`] would write with no compression, without writing it anywhere: the
+/// local image store needs only this, and the blob can be made again from the snapshot when
+/// something has to ship it.
+pub fn diff_id_of(upper: &Path, lowers: &[PathBuf]) -> Result<(Digest, u64, u64)> {
+    let mut tw = TarWriter::new(HashingWriter::new(std::io::sink()));
+    diff::write_tree(
+        upper,
+        diff::Mode::OverlayDiff {
+            lowers: Some(lowers),
+        },
+        &mut tw,
+    )?;
+    let entries = tw.entries();
+    let hw = tw.finish().map_err(LayerError::Write)?;
+    let (_, digest, size) = hw.finish();
+    Ok((digest, size, entries))
+}
+
 /// Writes the tar of `root` into `out`, returning `out`, the tar's sha256 and its member count.
 fn tar_into<W: Write>(root: &Path, mode: diff::Mode<'_>, out: W) -> Result<(W, (Digest, u64))> {
     let mut tw = TarWriter::new(HashingWriter::new(out));

@@ -92,6 +92,19 @@ pub async fn unpack_image(
         return Ok(parent);
     }
 
+    // Layers of images kiln built itself are made again from their snapshots.
+    let wanted: Vec<String> = layers[have..]
+        .iter()
+        .map(|l| l.digest.to_string())
+        .collect();
+    let (snaps, content) = (w.snapshots.clone(), w.content.clone());
+    tokio::task::spawn_blocking(move || {
+        crate::export::layers::materialize(&snaps, &content, &wanted)
+    })
+    .await
+    .map_err(err)?
+    .map_err(err)?;
+
     // Download what is missing in parallel, then apply in order.
     v.status(format!("pulling {} layer(s)", chains.len() - have));
     let fetches = layers[have..]
@@ -145,6 +158,7 @@ pub async fn unpack_image(
             size: desc.size,
             media_type: desc.media_type.clone(),
             empty: false,
+            lazy: false,
         };
         w.snapshots
             .set_layer_info(id, &serde_json::to_string(&info).map_err(err)?)
