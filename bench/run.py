@@ -78,24 +78,43 @@ def scenarios(ctx_root, opts):
     return rows
 
 
-def bench_builder(b, rows, runs):
-    """Returns {row name: [seconds...]} (or an error string) for one builder."""
-    results = {}
+def bench_all(blds, rows, runs):
+    """Returns {builder: {row name: [seconds...] or "FAIL"}}. Runs are interleaved (kiln,
+    docker, buildah, kiln, ...) so that the machine's noise, which drifts over minutes on
+    these VMs, hits every builder alike instead of whichever happened to run during a slow
+    spell."""
+    results = {b.name: {} for b in blds}
     for name, ctx, no_cache, prepare in rows:
         tag = "kiln-bench/%s:latest" % os.path.basename(ctx)
-        times = []
-        try:
-            if not no_cache:
-                b.build(ctx, tag, False)  # warm the cache for the rebuild rows
-            for _ in range(runs):
+        times = {b.name: [] for b in blds}
+        failed = {}
+        if not no_cache:
+            for b in blds:  # warm the cache for the rebuild rows
+                try:
+                    b.build(ctx, tag, False)
+                except builders.BuildError as e:
+                    failed[b.name] = e
+        for _ in range(runs):
+            for b in blds:
+                if b.name in failed:
+                    continue
                 if prepare:
                     prepare()
-                times.append(timed(lambda: b.build(ctx, tag, no_cache)))
-            results[name] = times
-            print("  %-8s %-32s %s" % (b.name, name, " ".join("%.2fs" % t for t in times)), flush=True)
-        except builders.BuildError as e:
-            results[name] = "FAIL"
-            print("  %-8s %-32s FAILED: %s" % (b.name, name, e), flush=True)
+                # Untimed: write back what the previous build left dirty, so that no builder
+                # pays for another's writeback (the disks here are slow and every cold build
+                # writes hundreds of MB).
+                os.sync()
+                try:
+                    times[b.name].append(timed(lambda: b.build(ctx, tag, no_cache)))
+                except builders.BuildError as e:
+                    failed[b.name] = e
+        for b in blds:
+            if b.name in failed:
+                results[b.name][name] = "FAIL"
+                print("  %-8s %-32s FAILED: %s" % (b.name, name, failed[b.name]), flush=True)
+            else:
+                results[b.name][name] = times[b.name]
+                print("  %-8s %-32s %s" % (b.name, name, " ".join("%.2fs" % t for t in times[b.name])), flush=True)
     return results
 
 
@@ -190,16 +209,18 @@ def main():
     results = {}
     try:
         rows = scenarios(os.path.join(work, "contexts"), opts)
-        for b in blds:
-            print("\n== %s" % b.name, flush=True)
-            try:
-                b.start()
-            except builders.BuildError as e:
-                print("  %s: could not start: %s" % (b.name, e))
-                continue
-            try:
-                results[b.name] = bench_builder(b, rows, opts.runs)
-            finally:
+        started = []
+        try:
+            for b in blds:
+                try:
+                    b.start()
+                    started.append(b)
+                except builders.BuildError as e:
+                    print("  %s: could not start: %s" % (b.name, e))
+            print("\n== %s (interleaved runs)" % ", ".join(b.name for b in started), flush=True)
+            results = bench_all(started, rows, opts.runs)
+        finally:
+            for b in started:
                 b.stop()
         print_table(rows, results, blds[0].peak_rss_kb)
     finally:
