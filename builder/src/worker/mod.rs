@@ -5,4 +5,5 @@ pub mod exec;
 pub mod fileop;
 pub mod image_source;
 pub mod ops;
+pub mod prefetch;
 pub mod snapshot;

@@ -286,6 +286,25 @@ impl KilnWorker {
                     }
                 }
             }
+            // Context files are read ahead while the copy runs (see prefetch.rs).
+            let _prefetch: Vec<_> = inputs
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| match r {
+                    WorkRef::Local(l) => {
+                        let srcs = f
+                            .actions
+                            .iter()
+                            .filter_map(|a| match a {
+                                FileAction::Copy(c) if c.source == Some(i) => Some(c.src.clone()),
+                                _ => None,
+                            })
+                            .collect();
+                        Some(super::prefetch::start(&l.root, srcs))
+                    }
+                    _ => None,
+                })
+                .collect();
             let actions = f.actions.clone();
             let dest2 = dest.clone();
             tokio::task::spawn_blocking(move || {
