@@ -136,12 +136,12 @@ pub struct BuildOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Frontend(#[from] FrontendError),
     #[error("{}", .0.error)]
     Solve(Box<SolveFailure>),
