@@ -49,8 +49,10 @@ fn import_tag_history_save_load_rmi() {
     // again from their snapshots and unpacked.
     let child = env.context("imp-child", "FROM app:1\nRUN cat /built > /child\n", &[]);
     let child_out = env.path("imp-child-out");
-    env.ok(&[
+    let out = env.ok(&[
         "build",
+        "--progress",
+        "plain",
         "-o",
         &format!("type=local,dest={}", child_out.display()),
         child.to_str().unwrap(),
@@ -59,6 +61,9 @@ fn import_tag_history_save_load_rmi() {
         std::fs::read_to_string(child_out.join("child")).unwrap(),
         "built\n"
     );
+    // Its filesystem is the snapshot the build left: nothing is unpacked.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("pulling"), "{log}");
     let list = String::from_utf8_lossy(&env.ok(&["images"]).stdout).to_string();
     for n in [
         "docker.io/library/mybase",

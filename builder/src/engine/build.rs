@@ -355,6 +355,13 @@ impl Engine {
                 img
             }
         };
+        if let WorkRef::Snapshot(id) = root {
+            // A later FROM of this image uses the snapshot instead of unpacking its layers.
+            let key = crate::worker::image_source::image_root_key(&img.manifest.digest.to_string());
+            if let Err(e) = cache.put(&key, &[id.to_string()], "image root") {
+                tracing::warn!("recording the image's snapshot: {e}");
+            }
+        }
         made.insert(policy, img.clone());
         Ok(img)
     }

@@ -122,6 +122,7 @@ impl Engine {
             executor,
             registry: registry.clone(),
             checksums,
+            records: cache.clone(),
             contexts: Default::default(),
         });
         Ok(Engine {

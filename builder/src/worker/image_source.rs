@@ -28,6 +28,11 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
+/// The record naming the snapshot that is the root filesystem of an image kiln exported.
+pub fn image_root_key(manifest_digest: &str) -> Digest {
+    Digest::of(format!("image-root\0{manifest_digest}").as_bytes())
+}
+
 /// Returns the top snapshot of the image (None for an image without layers).
 pub async fn unpack_image(
     w: &KilnWorker,
@@ -44,6 +49,18 @@ pub async fn unpack_image(
                 "image source {reference} is not pinned to a digest"
             ))
         })?;
+    // An image kiln built itself: its filesystem is a snapshot already.
+    if let Ok(Some(rec)) = w.records.get(&image_root_key(manifest_digest.as_str())) {
+        if let Some(id) = rec
+            .outputs
+            .first()
+            .and_then(|s| s.parse::<SnapshotId>().ok())
+        {
+            if w.snapshots.exists(id).unwrap_or(false) {
+                return Ok(Some(id));
+            }
+        }
+    }
     let manifest: Manifest = match read_blob(&w.content, &manifest_digest) {
         Ok(b) => serde_json::from_slice(&b).map_err(err)?,
         Err(_) => {

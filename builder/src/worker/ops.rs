@@ -71,6 +71,9 @@ pub struct KilnWorker {
     pub executor: Arc<RuncExecutor>,
     pub registry: Arc<kiln_registry::client::RegistryClient>,
     pub checksums: Arc<ChecksumCache>,
+    /// Small persistent records beside the cache (e.g. which snapshot an exported image's
+    /// root filesystem is).
+    pub records: Arc<dyn kiln_solver::cache::CacheStore>,
     /// Local directories of the current builds, by name (`context`).
     pub contexts: Mutex<HashMap<String, PathBuf>>,
 }
