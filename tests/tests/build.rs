@@ -223,21 +223,7 @@ fn failing_run_shows_the_line_and_exit_code_and_leaves_nothing_behind() {
         "the command's output is shown: {err}"
     );
     assert!(!err.contains("echo never\n#"), "{err}");
-    assert!(
-        mounts_under(env.dir.path()).is_empty(),
-        "leftover mounts: {:?}",
-        mounts_under(env.dir.path())
-    );
-    let list = run(
-        "runc",
-        &[
-            "--root",
-            env.state().join("runc").to_str().unwrap(),
-            "list",
-            "-q",
-        ],
-    );
-    assert!(list.trim().is_empty(), "leftover containers: {list}");
+    env.assert_nothing_left();
 }
 
 #[test]

@@ -146,18 +146,7 @@ fn a_killed_build_leaves_a_store_the_next_build_uses() {
         .spawn()
         .unwrap();
     // Wait until the sleep is running, then kill -9.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let ps = run("ps", &["-eo", "args"]);
-        if ps.lines().any(|l| l.trim() == "sleep 60") {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the RUN never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_process("sleep 60");
     // SAFETY: kill with a pid we own.
     unsafe { libc_kill(child.id() as i32, 9) };
     let _ = child.wait();
@@ -173,21 +162,7 @@ fn a_killed_build_leaves_a_store_the_next_build_uses() {
         step_counts(&log).0 >= 2,
         "the base and the step recorded before the crash are reused:\n{log}"
     );
-    assert!(
-        mounts_under(&env.state()).is_empty(),
-        "leftover mounts: {:?}",
-        mounts_under(&env.state())
-    );
-    let list = run(
-        "runc",
-        &[
-            "--root",
-            env.state().join("runc").to_str().unwrap(),
-            "list",
-            "-q",
-        ],
-    );
-    assert!(list.trim().is_empty(), "leftover containers: {list}");
+    env.assert_nothing_left();
 }
 
 extern "C" {
@@ -206,17 +181,7 @@ fn ctrl_c_cancels_the_build_and_leaves_nothing_behind() {
         .args(["build", "--progress", "plain", ctx.to_str().unwrap()])
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !run("ps", &["-eo", "args"])
-        .lines()
-        .any(|l| l.trim() == "sleep 77")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the RUN never started"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    wait_for_process("sleep 77");
     let t = std::time::Instant::now();
     // SAFETY: kill with a pid we own.
     unsafe { libc_kill(child.id() as i32, 2) };
@@ -228,26 +193,10 @@ fn ctrl_c_cancels_the_build_and_leaves_nothing_behind() {
         t.elapsed()
     );
     assert!(
-        !run("ps", &["-eo", "args"])
-            .lines()
-            .any(|l| l.trim() == "sleep 77"),
+        !process_running("sleep 77"),
         "the container survived Ctrl-C"
     );
-    assert!(
-        mounts_under(&env.state()).is_empty(),
-        "leftover mounts: {:?}",
-        mounts_under(&env.state())
-    );
-    let list = run(
-        "runc",
-        &[
-            "--root",
-            env.state().join("runc").to_str().unwrap(),
-            "list",
-            "-q",
-        ],
-    );
-    assert!(list.trim().is_empty(), "leftover containers: {list}");
+    env.assert_nothing_left();
 }
 
 #[test]

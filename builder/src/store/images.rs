@@ -38,13 +38,8 @@ pub struct ImageStore {
 
 impl ImageStore {
     pub fn open(path: &Path) -> Result<Self, ImageStoreError> {
-        let conn = Connection::open(path)
-            .map_err(|e| ImageStoreError::Db(format!("open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(60))
-            .map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(db)?;
-        conn.execute_batch(
+        let conn = kiln_solver::cache::open_shared(
+            path,
             "CREATE TABLE IF NOT EXISTS images (
                 name TEXT PRIMARY KEY,
                 digest TEXT NOT NULL,
@@ -53,7 +48,7 @@ impl ImageStore {
                 created INTEGER NOT NULL
             );",
         )
-        .map_err(db)?;
+        .map_err(|e| ImageStoreError::Db(format!("open {}: {e}", path.display())))?;
         Ok(ImageStore {
             conn: Mutex::new(conn),
         })

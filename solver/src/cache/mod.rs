@@ -3,8 +3,10 @@
 //! kill -9 leaves either the old or the new record, never half of one.
 
 mod sqlite;
+mod sqlite_open;
 
 pub use sqlite::SqliteCacheStore;
+pub use sqlite_open::open_shared;
 
 use crate::llb::Digest;
 

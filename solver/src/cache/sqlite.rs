@@ -25,15 +25,8 @@ fn now() -> i64 {
 
 impl SqliteCacheStore {
     pub fn open(path: &Path) -> Result<Self, CacheError> {
-        let conn = Connection::open(path)
-            .map_err(|e| CacheError(format!("open {}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(60))
-            .map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(err)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(err)?;
-        conn.execute_batch(
+        let conn = super::open_shared(
+            path,
             "CREATE TABLE IF NOT EXISTS cache (
                 key TEXT PRIMARY KEY,
                 outputs TEXT NOT NULL,
@@ -42,7 +35,7 @@ impl SqliteCacheStore {
                 description TEXT NOT NULL DEFAULT ''
             );",
         )
-        .map_err(err)?;
+        .map_err(|e| CacheError(format!("open {}: {e}", path.display())))?;
         Ok(SqliteCacheStore {
             conn: Mutex::new(conn),
         })

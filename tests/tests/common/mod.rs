@@ -243,3 +243,37 @@ pub fn step_counts(stderr: &str) -> (usize, usize) {
         .count();
     (cached, done)
 }
+
+impl Env {
+    /// No mount under the test dir and no container in kiln's runc state: what every path out
+    /// of a build (success, failure, Ctrl-C, kill -9 + next start) must leave.
+    pub fn assert_nothing_left(&self) {
+        let mounts = mounts_under(self.dir.path());
+        assert!(mounts.is_empty(), "leftover mounts: {mounts:?}");
+        let runc_root = self.state().join("runc");
+        let list = run(
+            "runc",
+            &["--root", runc_root.to_str().unwrap(), "list", "-q"],
+        );
+        assert!(list.trim().is_empty(), "leftover containers: {list}");
+    }
+}
+
+/// True while a process with exactly this command line runs.
+pub fn process_running(args: &str) -> bool {
+    run("ps", &["-eo", "args"])
+        .lines()
+        .any(|l| l.trim() == args)
+}
+
+/// Waits (up to a minute) until a process with exactly this command line runs.
+pub fn wait_for_process(args: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !process_running(args) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{args:?} never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}

@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension};
 use rustix::fs::Stat;
@@ -62,11 +61,8 @@ impl ChecksumCache {
                 source: e,
             })?;
         }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
         // WAL: readers of other builds are not blocked by a writer.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let conn = kiln_solver::cache::open_shared(path, "")?;
         Self::init(conn)
     }
 

@@ -3,7 +3,6 @@
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
-use std::time::Duration;
 
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 
@@ -67,12 +66,9 @@ impl Meta {
             std::fs::create_dir_all(dir)
                 .map_err(|e| SnapshotError::io("creating directory", dir, e))?;
         }
-        let conn = Connection::open(path)?;
         // Other kiln processes may hold the write lock for a moment: wait rather than fail.
-        conn.busy_timeout(Duration::from_secs(60))?;
-        let _mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-        conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")?;
-        conn.execute_batch(SCHEMA)?;
+        let conn =
+            kiln_solver::cache::open_shared(path, &format!("PRAGMA foreign_keys=ON;\n{SCHEMA}"))?;
         Ok(Meta {
             conn: Mutex::new(conn),
         })
