@@ -315,4 +315,13 @@ fn crun_runs_steps_when_selected() {
         std::fs::read_to_string(dir.join("tmp/by")).unwrap(),
         "crun\n"
     );
+    // The flag really picks the runtime: a missing one fails the RUN instead of falling back.
+    let err = env.fails(&[
+        "--runtime",
+        "/nonexistent/kiln-runtime",
+        "build",
+        "--no-cache",
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(err.contains("/nonexistent/kiln-runtime"), "{err}");
 }
