@@ -7,3 +7,4 @@ pub mod export;
 pub mod layer;
 pub mod store;
 pub mod worker;
+pub mod xattrs;

@@ -202,23 +202,13 @@ fn xattr_result(r: rustix::io::Result<()>, name: &[u8]) -> EResult<()> {
     }
 }
 
+/// The xattrs of an open file, without overlay's own.
 pub(super) fn fd_xattrs(f: &File) -> io::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    use xattr::FileExt;
-    let mut out = Vec::new();
-    let names = match f.list_xattr() {
-        Ok(n) => n,
-        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
-        Err(e) => return Err(e),
-    };
-    for n in names {
-        if is_overlay_xattr(n.as_bytes()) {
-            continue;
-        }
-        if let Some(v) = f.get_xattr(&n)? {
-            out.push((n.as_bytes().to_vec(), v));
-        }
-    }
-    Ok(out)
+    Ok(crate::xattrs::read_xattrs(f)?
+        .into_iter()
+        .map(|(n, v)| (n.into_bytes(), v))
+        .filter(|(n, _)| !is_overlay_xattr(n))
+        .collect())
 }
 
 #[cfg(test)]
