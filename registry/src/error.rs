@@ -15,6 +15,30 @@ pub enum Operation {
     FetchToken,
     GetManifest,
     GetBlob,
+    CheckBlob,
+    MountBlob,
+    UploadBlob,
+    PutManifest,
+    Login,
+}
+
+impl Operation {
+    /// Pushes name where things go ("to"), pulls where they come from ("from").
+    fn preposition(self) -> &'static str {
+        match self {
+            Operation::MountBlob | Operation::UploadBlob | Operation::PutManifest => "to",
+            Operation::CheckBlob => "in",
+            _ => "from",
+        }
+    }
+
+    /// Whether the operation writes to the repository (needs the push action).
+    pub fn is_push(self) -> bool {
+        matches!(
+            self,
+            Operation::MountBlob | Operation::UploadBlob | Operation::PutManifest
+        )
+    }
 }
 
 impl fmt::Display for Operation {
@@ -24,6 +48,11 @@ impl fmt::Display for Operation {
             Operation::FetchToken => "fetch token for",
             Operation::GetManifest => "fetch manifest",
             Operation::GetBlob => "fetch blob",
+            Operation::CheckBlob => "check blob",
+            Operation::MountBlob => "mount blob",
+            Operation::UploadBlob => "upload blob",
+            Operation::PutManifest => "push manifest",
+            Operation::Login => "log in to",
         })
     }
 }
@@ -48,7 +77,13 @@ impl fmt::Display for ErrorContext {
         if self.repository.is_empty() {
             write!(f, " {}", self.registry)
         } else {
-            write!(f, " from {}/{}", self.registry, self.repository)
+            write!(
+                f,
+                " {} {}/{}",
+                self.op.preposition(),
+                self.registry,
+                self.repository
+            )
         }
     }
 }
@@ -78,6 +113,35 @@ pub enum RegistryError {
     TooManyRequests {
         ctx: Box<ErrorContext>,
         status: u16,
+        detail: String,
+    },
+    #[error("{ctx}: {who} may not push to {registry}/{repository} (the registry granted no push access){detail}; {hint}",
+        registry = ctx.registry, repository = ctx.repository)]
+    PushNotAllowed {
+        ctx: Box<ErrorContext>,
+        /// `user "robot$ci"` or `an anonymous user`.
+        who: String,
+        detail: String,
+        hint: &'static str,
+    },
+    #[error("{ctx}: the tag is immutable in this project (HTTP {status}){detail}; push under another tag")]
+    TagImmutable {
+        ctx: Box<ErrorContext>,
+        status: u16,
+        detail: String,
+    },
+    #[error("{ctx}: the project's storage quota is exceeded (HTTP {status}){detail}; free space in the project or ask for a larger quota")]
+    QuotaExceeded {
+        ctx: Box<ErrorContext>,
+        status: u16,
+        detail: String,
+    },
+    #[error(
+        "log in to {registry}: the registry rejected the credentials of user {username:?}{detail}"
+    )]
+    LoginFailed {
+        registry: String,
+        username: String,
         detail: String,
     },
     #[error("{ctx}: HTTP {status}{detail}")]
@@ -146,6 +210,8 @@ impl RegistryError {
     pub fn status(&self) -> Option<u16> {
         match self {
             RegistryError::NotFound { status, .. }
+            | RegistryError::TagImmutable { status, .. }
+            | RegistryError::QuotaExceeded { status, .. }
             | RegistryError::Unauthorized { status, .. }
             | RegistryError::Denied { status, .. }
             | RegistryError::TooManyRequests { status, .. }
@@ -160,6 +226,9 @@ impl RegistryError {
     pub fn context(&self) -> Option<&ErrorContext> {
         match self {
             RegistryError::NotFound { ctx, .. }
+            | RegistryError::PushNotAllowed { ctx, .. }
+            | RegistryError::TagImmutable { ctx, .. }
+            | RegistryError::QuotaExceeded { ctx, .. }
             | RegistryError::Unauthorized { ctx, .. }
             | RegistryError::Denied { ctx, .. }
             | RegistryError::TooManyRequests { ctx, .. }
@@ -184,6 +253,24 @@ impl RegistryError {
     pub(crate) fn from_status(ctx: ErrorContext, status: u16, body: &[u8]) -> Self {
         let ctx = Box::new(ctx);
         let detail = error_detail(body);
+        // Harbor answers both with DENIED (412 / 403); only the message tells them apart.
+        let lower = detail.to_ascii_lowercase();
+        if matches!(status, 400 | 403 | 412) && lower.contains("immutable") {
+            return RegistryError::TagImmutable {
+                ctx,
+                status,
+                detail,
+            };
+        }
+        if matches!(status, 400 | 403 | 412 | 413)
+            && (lower.contains("quota") || lower.contains("upper limit"))
+        {
+            return RegistryError::QuotaExceeded {
+                ctx,
+                status,
+                detail,
+            };
+        }
         match status {
             404 => RegistryError::NotFound {
                 ctx,

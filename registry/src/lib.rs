@@ -21,7 +21,10 @@ pub mod platform;
 pub mod reference;
 
 pub use auth::{CredentialProvider, Credentials, StaticCredentials};
-pub use client::{BlobStream, FetchedManifest, RegistryClient, RegistryConfig, ResolvedImage};
+pub use client::{
+    BlobPushed, BlobSource, BlobStream, FetchedManifest, ProgressFn, PushBlob, PushOptions,
+    PushedImage, RegistryClient, RegistryConfig, ResolvedImage,
+};
 pub use digest::{Digest, DigestError, Verifier};
 pub use error::{ErrorContext, Operation, RegistryError, Result};
 pub use oci::{media_type, Descriptor, Index, Manifest};

@@ -2,6 +2,7 @@
 //! Basic auth, and the credentials hook.
 
 pub mod challenge;
+pub mod claims;
 pub mod credentials;
 pub mod token;
 
@@ -17,6 +18,11 @@ use crate::error::{ErrorContext, Result};
 /// The scope string for pulling from `repository` (`repository:library/busybox:pull`).
 pub fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
+}
+
+/// The scope string for pushing to `repository` (push needs pull too: HEAD checks and mounts).
+pub fn push_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull,push")
 }
 
 /// What to put on a request.
@@ -68,7 +74,7 @@ impl Authenticator {
         &self,
         http: &reqwest::Client,
         challenge: &Challenge,
-        scope: &str,
+        scopes: &[String],
         ctx: &ErrorContext,
     ) -> Result<Option<Authorization>> {
         let creds = self.credentials_for(&ctx.registry);
@@ -76,7 +82,7 @@ impl Authenticator {
             Scheme::Bearer => {
                 let token = self
                     .tokens
-                    .token(http, challenge, scope, creds.as_ref(), ctx)
+                    .token(http, challenge, scopes, creds.as_ref(), ctx)
                     .await?;
                 Ok(Some(Authorization::Bearer(token)))
             }
@@ -91,8 +97,8 @@ impl Authenticator {
     }
 
     /// Drops a cached token the registry just rejected.
-    pub(crate) fn invalidate(&self, challenge: &Challenge, scope: &str, registry: &str) {
+    pub(crate) fn invalidate(&self, challenge: &Challenge, scopes: &[String], registry: &str) {
         let creds = self.credentials_for(registry);
-        self.tokens.invalidate(challenge, scope, creds.as_ref());
+        self.tokens.invalidate(challenge, scopes, creds.as_ref());
     }
 }

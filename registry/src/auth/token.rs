@@ -29,8 +29,8 @@ struct TokenResponse {
 }
 
 #[derive(Clone)]
-struct CachedToken {
-    token: String,
+pub(crate) struct CachedToken {
+    pub(crate) token: String,
     renew_at: Instant,
 }
 
@@ -63,11 +63,11 @@ impl TokenCache {
         &self,
         http: &reqwest::Client,
         challenge: &Challenge,
-        scope: &str,
+        scopes: &[String],
         creds: Option<&Credentials>,
         ctx: &ErrorContext,
     ) -> Result<String> {
-        let key = key_for(challenge, scope, creds);
+        let key = key_for(challenge, scopes, creds);
         let slot = self.slot(&key);
         let mut guard = slot.lock().await;
         if let Some(t) = guard.as_ref() {
@@ -75,7 +75,7 @@ impl TokenCache {
                 return Ok(t.token.clone());
             }
         }
-        let fresh = fetch_token(http, challenge, scope, creds, ctx).await?;
+        let fresh = fetch_token(http, challenge, scopes, creds, ctx).await?;
         let token = fresh.token.clone();
         *guard = Some(fresh);
         Ok(token)
@@ -85,20 +85,20 @@ impl TokenCache {
     pub(crate) fn invalidate(
         &self,
         challenge: &Challenge,
-        scope: &str,
+        scopes: &[String],
         creds: Option<&Credentials>,
     ) {
-        let key = key_for(challenge, scope, creds);
+        let key = key_for(challenge, scopes, creds);
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.remove(&key);
     }
 }
 
-fn key_for(challenge: &Challenge, scope: &str, creds: Option<&Credentials>) -> TokenKey {
+fn key_for(challenge: &Challenge, scopes: &[String], creds: Option<&Credentials>) -> TokenKey {
     TokenKey {
         realm: challenge.realm().unwrap_or_default().to_string(),
         service: challenge.service().unwrap_or_default().to_string(),
-        scope: scope.to_string(),
+        scope: scopes.join(" "),
         identity: creds.map(|c| match c {
             Credentials::Basic { username, .. } => format!("basic:{username}"),
             Credentials::IdentityToken(t) => {
@@ -108,10 +108,10 @@ fn key_for(challenge: &Challenge, scope: &str, creds: Option<&Credentials>) -> T
     }
 }
 
-async fn fetch_token(
+pub(crate) async fn fetch_token(
     http: &reqwest::Client,
     challenge: &Challenge,
-    scope: &str,
+    scopes: &[String],
     creds: Option<&Credentials>,
     ctx: &ErrorContext,
 ) -> Result<CachedToken> {
@@ -138,21 +138,24 @@ async fn fetch_token(
     let request = match creds {
         // OAuth2 refresh-token grant, as docker does with an identity token.
         Some(Credentials::IdentityToken(refresh)) => {
+            // The OAuth2 form takes several scopes space-separated in one field.
+            let joined = scopes.join(" ");
             let mut form = vec![
                 ("grant_type", "refresh_token"),
                 ("refresh_token", refresh.as_str()),
                 ("client_id", CLIENT_ID),
                 ("service", service),
             ];
-            if !scope.is_empty() {
-                form.push(("scope", scope));
+            if !joined.is_empty() {
+                form.push(("scope", joined.as_str()));
             }
             http.post(url).form(&form)
         }
         _ => {
+            // Docker's token spec repeats the `scope` parameter, one per repository.
             let mut query = vec![("service", service)];
-            if !scope.is_empty() {
-                query.push(("scope", scope));
+            for scope in scopes.iter().filter(|s| !s.is_empty()) {
+                query.push(("scope", scope.as_str()));
             }
             let mut rb = http.get(url).query(&query);
             if let Some(Credentials::Basic { username, password }) = creds {
@@ -164,7 +167,7 @@ async fn fetch_token(
         }
     };
 
-    debug!(realm = %realm, service, scope, "fetching registry token");
+    debug!(realm = %realm, service, ?scopes, "fetching registry token");
     let resp = request.send().await.map_err(|e| {
         fail(
             None,

@@ -2,8 +2,11 @@
 //! (manifests in `pull.rs`, blobs in `blob.rs`, auth + retries in `transport.rs`).
 
 mod blob;
+mod login;
 mod pull;
+mod push;
 mod transport;
+mod upload;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -12,6 +15,8 @@ use std::time::Duration;
 
 pub use blob::BlobStream;
 pub use pull::{FetchedManifest, ResolvedImage};
+pub use push::{PushBlob, PushOptions, PushedImage};
+pub use upload::{BlobPushed, BlobSource, ProgressFn, UPLOAD_CHUNK};
 
 use crate::auth::{Authenticator, CredentialProvider};
 use crate::error::{RegistryError, Result};
@@ -40,6 +45,8 @@ pub struct RegistryConfig {
     pub read_timeout: Duration,
     pub manifest_size_limit: u64,
     pub config_size_limit: u64,
+    /// Bytes per upload PATCH: the granularity at which a broken upload resumes.
+    pub upload_chunk_size: u64,
 }
 
 impl Default for RegistryConfig {
@@ -54,6 +61,7 @@ impl Default for RegistryConfig {
             read_timeout: Duration::from_secs(120),
             manifest_size_limit: DEFAULT_MANIFEST_LIMIT,
             config_size_limit: DEFAULT_CONFIG_LIMIT,
+            upload_chunk_size: upload::UPLOAD_CHUNK,
         }
     }
 }
@@ -73,6 +81,7 @@ impl fmt::Debug for RegistryConfig {
             .field("read_timeout", &self.read_timeout)
             .field("manifest_size_limit", &self.manifest_size_limit)
             .field("config_size_limit", &self.config_size_limit)
+            .field("upload_chunk_size", &self.upload_chunk_size)
             .finish()
     }
 }
@@ -125,8 +134,12 @@ impl RegistryClient {
 
     /// `http(s)://host[:port]` for the registry serving `r`.
     pub fn base_url(&self, r: &Reference) -> String {
-        let host = r.registry_host();
-        let scheme = if self.is_insecure(host) || self.is_insecure(r.domain()) {
+        self.base_url_for(r.domain(), r.registry_host())
+    }
+
+    /// `http(s)://host` for registry `domain` served at `host`.
+    fn base_url_for(&self, domain: &str, host: &str) -> String {
+        let scheme = if self.is_insecure(host) || self.is_insecure(domain) {
             "http"
         } else {
             "https"

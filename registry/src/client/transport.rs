@@ -1,14 +1,14 @@
-//! Sending one GET: the `/v2/` ping, auth (with one re-authentication on 401), retries on
+//! Sending one request: the `/v2/` ping, auth (with one re-authentication on 401), retries on
 //! connection errors / 5xx / 429, and mapping error statuses to typed errors.
 
 use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue, ACCEPT, RETRY_AFTER, WWW_AUTHENTICATE};
-use reqwest::{Response, StatusCode};
+use reqwest::{Method, Response, StatusCode};
 use tracing::{debug, warn};
 
 use super::RegistryClient;
-use crate::auth::{challenge, pull_scope, Authorization, Challenge};
+use crate::auth::{challenge, claims, pull_scope, Authorization, Challenge, Credentials};
 use crate::error::{ErrorContext, Operation, RegistryError, Result};
 use crate::reference::Reference;
 
@@ -16,6 +16,49 @@ use crate::reference::Reference;
 const ERROR_BODY_LIMIT: usize = 64 << 10;
 /// A server's Retry-After is honoured up to this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
+/// Makes a request body afresh for each attempt (a streamed body can be sent only once).
+pub(crate) type BodyFn<'a> = &'a (dyn Fn() -> reqwest::Body + Send + Sync);
+
+/// One request as the transport sends it.
+pub(crate) struct Request<'a> {
+    pub method: Method,
+    /// Absolute URL.
+    pub url: String,
+    pub headers: HeaderMap,
+    pub body: Option<BodyFn<'a>>,
+    /// Whether connection errors, 5xx and 429 may be retried by sending the request again.
+    pub retry: bool,
+}
+
+impl<'a> Request<'a> {
+    pub fn new(method: Method, url: String) -> Self {
+        Request {
+            method,
+            url,
+            headers: HeaderMap::new(),
+            body: None,
+            retry: true,
+        }
+    }
+
+    pub fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.insert(name, v);
+        }
+        self
+    }
+
+    pub fn body(mut self, body: BodyFn<'a>) -> Self {
+        self.body = Some(body);
+        self
+    }
+
+    pub fn no_retry(mut self) -> Self {
+        self.retry = false;
+        self
+    }
+}
 
 impl RegistryClient {
     /// GETs `path` (below `/v2/<repository>/`) with auth and retries; returns a response with a
@@ -42,10 +85,39 @@ impl RegistryClient {
         headers: &HeaderMap,
         ctx: &ErrorContext,
     ) -> Result<Response> {
-        let base = self.base_url(r);
-        let url = format!("{base}/v2/{}/{path}", r.repository());
-        let scope = pull_scope(r.repository());
+        let mut req = Request::new(Method::GET, self.repo_url(r, path));
+        req.headers = headers.clone();
+        let resp = self
+            .send(r, &[pull_scope(r.repository())], req, ctx)
+            .await?;
+        self.success(resp, ctx).await
+    }
 
+    /// `<base>/v2/<repository>/<path>`.
+    pub(crate) fn repo_url(&self, r: &Reference, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base_url(r), r.repository())
+    }
+
+    /// Passes a success response through, or turns a failed one into a typed error.
+    pub(crate) async fn success(&self, resp: Response, ctx: &ErrorContext) -> Result<Response> {
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(self.status_error(resp, ctx).await)
+        }
+    }
+
+    /// Sends `req` to `r`'s registry with a token for `scopes`; answers a 401 once with the
+    /// response's own challenge (an expired token, or a registry that wants another scope).
+    /// Returns the response whatever its status.
+    pub(crate) async fn send(
+        &self,
+        r: &Reference,
+        scopes: &[String],
+        req: Request<'_>,
+        ctx: &ErrorContext,
+    ) -> Result<Response> {
+        let base = self.base_url(r);
         let challenge = self
             .auth
             .ping_cell(&base)
@@ -53,93 +125,148 @@ impl RegistryClient {
             .await?
             .clone();
         let mut authz = match &challenge {
-            Some(c) => self.auth.authorize(&self.http, c, &scope, ctx).await?,
+            Some(c) => self.auth.authorize(&self.http, c, scopes, ctx).await?,
             None => None,
         };
 
-        let mut resp = self
-            .send_retrying(&url, headers, authz.as_ref(), ctx)
-            .await?;
+        let mut resp = self.send_retrying(&req, authz.as_ref(), ctx).await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
-            // The token may have expired early, or the registry wants another scope/scheme than
-            // the ping said: answer the challenge of this very response, once.
             if let Some(c) = &challenge {
-                self.auth.invalidate(c, &scope, &ctx.registry);
+                self.auth.invalidate(c, scopes, &ctx.registry);
             }
             let fresh = preferred_challenge(resp.headers());
             if let Some(c) = &fresh {
-                debug!(url, "401: re-authenticating with the response's challenge");
-                authz = self.auth.authorize(&self.http, c, &scope, ctx).await?;
+                debug!(
+                    url = req.url,
+                    "401: re-authenticating with the response's challenge"
+                );
+                authz = self.auth.authorize(&self.http, c, scopes, ctx).await?;
                 if authz.is_some() {
-                    resp = self
-                        .send_retrying(&url, headers, authz.as_ref(), ctx)
-                        .await?;
+                    resp = self.send_retrying(&req, authz.as_ref(), ctx).await?;
                 }
             }
         }
-        if resp.status().is_success() {
-            return Ok(resp);
+        if ctx.op.is_push()
+            && matches!(
+                resp.status(),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
+            )
+        {
+            if let Some(e) = self.push_refusal(&resp, authz.as_ref(), ctx).await {
+                return Err(e);
+            }
         }
-        Err(self.status_error(resp, ctx).await)
+        Ok(resp)
+    }
+
+    /// Tells "your token does not allow push" apart from other 401/403s: Harbor filters the
+    /// scopes it grants without saying so, so the token's own claims are the evidence.
+    async fn push_refusal(
+        &self,
+        resp: &Response,
+        authz: Option<&Authorization>,
+        ctx: &ErrorContext,
+    ) -> Option<RegistryError> {
+        let creds = self.auth.credentials_for(&ctx.registry);
+        let who = match &creds {
+            Some(Credentials::Basic { username, .. }) => format!("user {username:?}"),
+            Some(Credentials::IdentityToken(_)) => "the logged-in user".to_string(),
+            None => "an anonymous user".to_string(),
+        };
+        let hint = if creds.is_none() {
+            "log in first (kiln login)"
+        } else {
+            "check that the project exists and that the account has a push role in it"
+        };
+        let granted = match authz {
+            Some(Authorization::Bearer(token)) => claims::granted_actions(token, &ctx.repository),
+            _ => None,
+        };
+        let refused = match granted {
+            // A token we can read that lacks push: the clearest case.
+            Some(actions) => !actions.iter().any(|a| a == "push" || a == "*"),
+            // Unreadable token or Basic auth: a 401 after authenticating still means no access.
+            None => resp.status() == StatusCode::UNAUTHORIZED,
+        };
+        refused.then(|| RegistryError::PushNotAllowed {
+            ctx: Box::new(ctx.clone()),
+            who,
+            detail: format!(" (HTTP {})", resp.status().as_u16()),
+            hint,
+        })
     }
 
     /// Learns whether and how `base` wants authentication. Only connection failures are
     /// errors: a registry whose `/v2/` says something odd is tried anonymously.
     async fn ping(&self, base: &str, ctx: &ErrorContext) -> Result<Option<Challenge>> {
-        let url = format!("{base}/v2/");
         let ping_ctx = ErrorContext {
             op: Operation::Ping,
             object: String::new(),
             repository: String::new(),
             ..ctx.clone()
         };
-        let resp = self
-            .send_retrying(&url, &HeaderMap::new(), None, &ping_ctx)
-            .await?;
+        let resp = self.ping_response(base, None, &ping_ctx).await?;
         let status = resp.status();
         let challenge = if status == StatusCode::UNAUTHORIZED {
             preferred_challenge(resp.headers())
         } else {
             None
         };
-        debug!(url, %status, ?challenge, "pinged registry");
+        debug!(base, %status, ?challenge, "pinged registry");
         if !status.is_success() && challenge.is_none() {
-            warn!(url, %status, "registry /v2/ answered without a usable challenge; going anonymous");
+            warn!(base, %status, "registry /v2/ answered without a usable challenge; going anonymous");
         }
         Ok(challenge)
     }
 
-    /// Sends a GET, retrying connection errors, 5xx (but 501) and 429 with exponential back-off.
+    /// GET `<base>/v2/`, with `authz` when given.
+    pub(crate) async fn ping_response(
+        &self,
+        base: &str,
+        authz: Option<&Authorization>,
+        ctx: &ErrorContext,
+    ) -> Result<Response> {
+        let req = Request::new(Method::GET, format!("{base}/v2/"));
+        self.send_retrying(&req, authz, ctx).await
+    }
+
+    /// Sends a request, retrying (when allowed) connection errors, 5xx (but 501) and 429 with
+    /// exponential back-off.
     async fn send_retrying(
         &self,
-        url: &str,
-        headers: &HeaderMap,
+        req: &Request<'_>,
         authz: Option<&Authorization>,
         ctx: &ErrorContext,
     ) -> Result<Response> {
         let mut attempt = 0u32;
         loop {
-            let mut rb = self.http.get(url).headers(headers.clone());
+            let mut rb = self
+                .http
+                .request(req.method.clone(), &req.url)
+                .headers(req.headers.clone());
             if let Some(a) = authz {
                 rb = a.apply(rb);
             }
-            let retries_left = attempt < self.config.max_retries;
+            if let Some(body) = req.body {
+                rb = rb.body(body());
+            }
+            let retries_left = req.retry && attempt < self.config.max_retries;
             let delay = self.config.retry_base_delay * 2u32.saturating_pow(attempt);
             match rb.send().await {
                 Ok(resp) if retries_left && is_retryable_status(resp.status()) => {
                     let wait = retry_after(resp.headers()).unwrap_or(delay);
-                    warn!(url, status = %resp.status(), attempt, ?wait, "registry busy or failing; retrying");
+                    warn!(url = req.url, status = %resp.status(), attempt, ?wait, "registry busy or failing; retrying");
                     tokio::time::sleep(wait).await;
                 }
                 Ok(resp) => return Ok(resp),
                 Err(e) if retries_left && is_retryable_error(&e) => {
-                    warn!(url, error = %e, attempt, ?delay, "request failed; retrying");
+                    warn!(url = req.url, error = %e, attempt, ?delay, "request failed; retrying");
                     tokio::time::sleep(delay).await;
                 }
                 Err(source) => {
                     return Err(RegistryError::Transport {
                         ctx: Box::new(ctx.clone()),
-                        url: url.to_string(),
+                        url: req.url.clone(),
                         source,
                     })
                 }
@@ -149,7 +276,11 @@ impl RegistryClient {
     }
 
     /// Turns a failed response into a typed error, reading a bounded part of its body.
-    async fn status_error(&self, mut resp: Response, ctx: &ErrorContext) -> RegistryError {
+    pub(crate) async fn status_error(
+        &self,
+        mut resp: Response,
+        ctx: &ErrorContext,
+    ) -> RegistryError {
         let status = resp.status().as_u16();
         let mut body = Vec::new();
         while let Ok(Some(chunk)) = resp.chunk().await {
@@ -163,7 +294,7 @@ impl RegistryClient {
     }
 }
 
-fn preferred_challenge(headers: &HeaderMap) -> Option<Challenge> {
+pub(crate) fn preferred_challenge(headers: &HeaderMap) -> Option<Challenge> {
     let all: Vec<Challenge> = headers
         .get_all(WWW_AUTHENTICATE)
         .iter()
@@ -173,11 +304,11 @@ fn preferred_challenge(headers: &HeaderMap) -> Option<Challenge> {
     challenge::preferred(&all).cloned()
 }
 
-fn is_retryable_status(s: StatusCode) -> bool {
+pub(crate) fn is_retryable_status(s: StatusCode) -> bool {
     s == StatusCode::TOO_MANY_REQUESTS || (s.is_server_error() && s != StatusCode::NOT_IMPLEMENTED)
 }
 
-fn is_retryable_error(e: &reqwest::Error) -> bool {
+pub(crate) fn is_retryable_error(e: &reqwest::Error) -> bool {
     !e.is_builder() && !e.is_redirect() && !e.is_decode()
 }
 
