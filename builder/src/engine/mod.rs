@@ -4,11 +4,13 @@
 pub mod build;
 mod lock;
 pub(crate) mod pull;
+pub mod push;
 mod resolver;
 
 pub use build::{BuildOptions, BuildOutcome, OutputSpec};
 pub use lock::RootLock;
 pub use pull::normalize_name;
+pub use push::{PushOutcome, PushSpec};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -116,6 +116,19 @@ impl Engine {
         .map_err(reg)?;
         let cfg_digest = to_digest(&resolved.config_digest)?;
         put_blob(&self.content, &resolved.config_bytes, Some(&cfg_digest)).map_err(reg)?;
+        for d in resolved
+            .layers
+            .iter()
+            .map(|l| &l.digest)
+            .chain([&resolved.config_digest])
+        {
+            if let Err(e) = self
+                .images
+                .add_blob_source(&d.to_string(), &reference.name())
+            {
+                tracing::warn!("recording where blob {d} comes from: {e}");
+            }
+        }
         if reference.digest().is_none() {
             let media = resolved.manifest_media_type.clone();
             if let Err(e) = self.images.put(

@@ -46,6 +46,11 @@ impl ImageStore {
                 media_type TEXT NOT NULL,
                 size INTEGER NOT NULL,
                 created INTEGER NOT NULL
+            );
+            CREATE TABLE IF NOT EXISTS blob_sources (
+                digest TEXT NOT NULL,
+                repository TEXT NOT NULL,
+                PRIMARY KEY (digest, repository)
             );",
         )
         .map_err(|e| ImageStoreError::Db(format!("open {}: {e}", path.display())))?;
@@ -94,6 +99,30 @@ impl ImageStore {
             .prepare("SELECT name, digest, media_type, size, created FROM images ORDER BY name")
             .map_err(db)?;
         let rows = stmt.query_map([], row).map_err(db)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(db)
+    }
+
+    /// Remembers that blob `digest` came from `repository` (`domain/path`): a push to the same
+    /// registry mounts it from there instead of uploading, and a missing blob is fetched back.
+    pub fn add_blob_source(&self, digest: &str, repository: &str) -> Result<(), ImageStoreError> {
+        let conn = self.conn.lock().map_err(db)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO blob_sources (digest, repository) VALUES (?1, ?2)",
+            params![digest, repository],
+        )
+        .map_err(db)?;
+        Ok(())
+    }
+
+    /// The repositories blob `digest` is known to come from.
+    pub fn blob_sources(&self, digest: &str) -> Result<Vec<String>, ImageStoreError> {
+        let conn = self.conn.lock().map_err(db)?;
+        let mut stmt = conn
+            .prepare("SELECT repository FROM blob_sources WHERE digest = ?1 ORDER BY repository")
+            .map_err(db)?;
+        let rows = stmt
+            .query_map(params![digest], |r| r.get::<_, String>(0))
+            .map_err(db)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(db)
     }
 
