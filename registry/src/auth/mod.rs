@@ -1,8 +1,10 @@
 //! Registry authentication: challenges from `/v2/`, anonymous or credentialed Bearer tokens,
-//! Basic auth, and the credentials hook.
+//! Basic auth, the credentials hook, and docker's config.json with its credential helpers.
 
 pub mod challenge;
 pub mod credentials;
+pub mod credentials_error;
+pub mod registry_key;
 pub mod token;
 
 use std::collections::HashMap;
@@ -10,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 pub use challenge::{parse_challenges, Challenge, Scheme};
 pub use credentials::{CredentialProvider, Credentials, StaticCredentials};
+pub use credentials_error::{CredentialsError, CredentialsResult};
 use token::TokenCache;
 
 use crate::error::{ErrorContext, Result};
