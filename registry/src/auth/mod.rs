@@ -1,9 +1,13 @@
 //! Registry authentication: challenges from `/v2/`, anonymous or credentialed Bearer tokens,
 //! Basic auth, the credentials hook, and docker's config.json with its credential helpers.
 
+mod auth_entry;
 pub mod challenge;
+pub mod cred_helper;
 pub mod credentials;
 pub mod credentials_error;
+pub mod docker_config;
+mod private_file;
 pub mod registry_key;
 pub mod token;
 
@@ -11,8 +15,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use challenge::{parse_challenges, Challenge, Scheme};
+pub use cred_helper::{CredentialHelper, HelperLauncher, DEFAULT_HELPER_TIMEOUT};
 pub use credentials::{CredentialProvider, Credentials, StaticCredentials};
 pub use credentials_error::{CredentialsError, CredentialsResult};
+pub use docker_config::DockerConfig;
 use token::TokenCache;
 
 use crate::error::{ErrorContext, Result};
