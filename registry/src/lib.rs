@@ -20,7 +20,10 @@ pub mod oci;
 pub mod platform;
 pub mod reference;
 
-pub use auth::{CredentialProvider, Credentials, StaticCredentials};
+pub use auth::{
+    CredentialHelper, CredentialProvider, Credentials, CredentialsError, DockerConfig,
+    DockerConfigCredentials, HelperLauncher, StaticCredentials,
+};
 pub use client::{BlobStream, FetchedManifest, RegistryClient, RegistryConfig, ResolvedImage};
 pub use digest::{Digest, DigestError, Verifier};
 pub use error::{ErrorContext, Operation, RegistryError, Result};

@@ -7,6 +7,7 @@ pub mod cred_helper;
 pub mod credentials;
 pub mod credentials_error;
 pub mod docker_config;
+pub mod docker_config_credentials;
 mod private_file;
 pub mod registry_key;
 pub mod token;
@@ -19,6 +20,7 @@ pub use cred_helper::{CredentialHelper, HelperLauncher, DEFAULT_HELPER_TIMEOUT};
 pub use credentials::{CredentialProvider, Credentials, StaticCredentials};
 pub use credentials_error::{CredentialsError, CredentialsResult};
 pub use docker_config::DockerConfig;
+pub use docker_config_credentials::DockerConfigCredentials;
 use token::TokenCache;
 
 use crate::error::{ErrorContext, Result};
