@@ -20,7 +20,10 @@ pub mod oci;
 pub mod platform;
 pub mod reference;
 
-pub use auth::{CredentialProvider, Credentials, StaticCredentials};
+pub use auth::{
+    CredentialHelper, CredentialProvider, Credentials, CredentialsError, DockerConfig,
+    DockerConfigCredentials, HelperLauncher, StaticCredentials,
+};
 pub use client::{
     BlobPushed, BlobSource, BlobStream, FetchedManifest, ProgressFn, PushBlob, PushOptions,
     PushedImage, RegistryClient, RegistryConfig, ResolvedImage,

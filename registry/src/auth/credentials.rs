@@ -1,5 +1,5 @@
-//! The hook through which credentials reach the client. A later issue plugs docker's
-//! config.json and credential helpers in here; pulls work anonymously without it.
+//! The hook through which credentials reach the client; pulls work anonymously without it.
+//! `DockerConfigCredentials` plugs docker's config.json and credential helpers in here.
 
 use std::collections::HashMap;
 use std::fmt;

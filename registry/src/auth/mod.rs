@@ -1,16 +1,27 @@
 //! Registry authentication: challenges from `/v2/`, anonymous or credentialed Bearer tokens,
-//! Basic auth, and the credentials hook.
+//! Basic auth, the credentials hook, and docker's config.json with its credential helpers.
 
+mod auth_entry;
 pub mod challenge;
 pub mod claims;
+pub mod cred_helper;
 pub mod credentials;
+pub mod credentials_error;
+pub mod docker_config;
+pub mod docker_config_credentials;
+mod private_file;
+pub mod registry_key;
 pub mod token;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 pub use challenge::{parse_challenges, Challenge, Scheme};
+pub use cred_helper::{CredentialHelper, HelperLauncher, DEFAULT_HELPER_TIMEOUT};
 pub use credentials::{CredentialProvider, Credentials, StaticCredentials};
+pub use credentials_error::{CredentialsError, CredentialsResult};
+pub use docker_config::DockerConfig;
+pub use docker_config_credentials::DockerConfigCredentials;
 use token::TokenCache;
 
 use crate::error::{ErrorContext, Result};
