@@ -10,7 +10,7 @@ use clap::Args;
 use kiln_solver::engine::Progress;
 
 use super::progress::{render_source_excerpt, Mode, Renderer};
-use crate::engine::{BuildOptions, Engine, OutputSpec};
+use crate::engine::{BuildOptions, Engine, OutputSpec, PushSpec};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -35,6 +35,9 @@ pub struct BuildArgs {
     /// Output destination: type=image|oci|docker|local|tar[,dest=PATH][,name=NAME]; repeatable.
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
+    /// Push the image to the registry its name (-t) says (shorthand for --output=type=registry).
+    #[arg(long)]
+    pub push: bool,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -72,12 +75,28 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
     };
     let mode = if args.quiet { Mode::Quiet } else { mode };
-    let outputs = args
+    let mut outputs = args
         .outputs
         .iter()
         .map(|o| OutputSpec::parse(o, &args.tags))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow!(e))?;
+    if args.push {
+        if args.tags.is_empty() && outputs.is_empty() {
+            bail!("--push needs a name to push to: add -t REGISTRY/REPOSITORY:TAG");
+        }
+        if outputs.is_empty() {
+            outputs.push(OutputSpec::Image {
+                names: args.tags.clone(),
+                push: None,
+            });
+        }
+        for o in &mut outputs {
+            if let OutputSpec::Image { push, .. } = o {
+                push.get_or_insert_with(PushSpec::default);
+            }
+        }
+    }
     let opts = BuildOptions {
         context: args.context.clone(),
         dockerfile: args.file.clone(),
@@ -121,6 +140,12 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
                     );
                     for n in &outcome.names {
                         eprintln!("naming to {n} done");
+                    }
+                    for p in &outcome.pushes {
+                        eprintln!(
+                            "pushed {}: digest {} ({} layer(s) uploaded, {} already there, {} mounted)",
+                            p.name, p.digest, p.uploaded, p.existed, p.mounted
+                        );
                     }
                 }
             }

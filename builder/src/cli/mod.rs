@@ -3,11 +3,14 @@
 mod build;
 mod images;
 mod progress;
+mod registry;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+
+use kiln_registry::{CredentialProvider, DockerConfigCredentials, RegistryClient, RegistryConfig};
 
 use crate::engine::{Engine, EngineOptions};
 
@@ -74,6 +77,14 @@ pub enum Command {
     Import { tarball: PathBuf, name: String },
     /// Show an image's manifest and config.
     Inspect { name: String },
+    /// Log in to a registry (credentials are saved in docker's config.json).
+    Login(registry::LoginArgs),
+    /// Log out from a registry.
+    Logout { registry: Option<String> },
+    /// Push an image to a registry.
+    Push(registry::PushArgs),
+    /// Pull an image from a registry.
+    Pull(registry::PullArgs),
     /// Show an image's history.
     History {
         name: String,
@@ -109,32 +120,26 @@ pub fn main() {
     std::process::exit(code);
 }
 
+/// How kiln reaches registries, from the flags and docker's config.json.
+fn registry_config(cli: &Cli) -> RegistryConfig {
+    let credentials: Option<Arc<dyn CredentialProvider>> =
+        match DockerConfigCredentials::load_default() {
+            Ok(c) => Some(Arc::new(c)),
+            Err(e) => {
+                tracing::warn!("not using saved registry credentials: {e}");
+                None
+            }
+        };
+    RegistryConfig {
+        insecure_hosts: cli.insecure_registries.clone(),
+        credentials,
+        ..Default::default()
+    }
+}
+
 async fn run(cli: Cli) -> i32 {
-    let opts = EngineOptions {
-        root: cli.root.clone(),
-        state: cli.state.clone(),
-        runtime: cli.runtime.clone(),
-        insecure_registries: cli.insecure_registries.clone(),
-    };
-    let engine = match Engine::open(opts) {
-        Ok(e) => Arc::new(e),
-        Err(e) => {
-            eprintln!("ERROR: {e}");
-            return 1;
-        }
-    };
     let debug = cli.debug;
-    let res = match cli.command {
-        Command::Build(args) => build::run(engine, args).await,
-        Command::Images(args) => images::list(&engine, args),
-        Command::Tag { source, target } => images::tag(&engine, &source, &target),
-        Command::Rmi { names } => images::rmi(&engine, &names),
-        Command::Save { output, names } => images::save(&engine, &output, &names).await,
-        Command::Load { input } => images::load(&engine, &input).await,
-        Command::Import { tarball, name } => images::import(&engine, &tarball, &name).await,
-        Command::Inspect { name } => images::inspect(&engine, &name),
-        Command::History { name, no_trunc } => images::history(&engine, &name, no_trunc),
-    };
+    let res = dispatch(cli).await;
     match res {
         Ok(()) => 0,
         Err(e) => {
@@ -145,5 +150,42 @@ async fn run(cli: Cli) -> i32 {
             }
             1
         }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    let registry = registry_config(&cli);
+    // Credentials need no state directory: no engine for these.
+    match cli.command {
+        Command::Login(args) => {
+            let client = RegistryClient::new(RegistryConfig {
+                credentials: None,
+                ..registry
+            })?;
+            return registry::login(&client, args).await;
+        }
+        Command::Logout { registry } => return registry::logout(registry.as_deref()),
+        _ => {}
+    }
+    let opts = EngineOptions {
+        root: cli.root.clone(),
+        state: cli.state.clone(),
+        runtime: cli.runtime.clone(),
+        registry,
+    };
+    let engine = Arc::new(Engine::open(opts)?);
+    match cli.command {
+        Command::Build(args) => build::run(engine, args).await,
+        Command::Images(args) => images::list(&engine, args),
+        Command::Tag { source, target } => images::tag(&engine, &source, &target),
+        Command::Rmi { names } => images::rmi(&engine, &names),
+        Command::Save { output, names } => images::save(&engine, &output, &names).await,
+        Command::Load { input } => images::load(&engine, &input).await,
+        Command::Import { tarball, name } => images::import(&engine, &tarball, &name).await,
+        Command::Inspect { name } => images::inspect(&engine, &name),
+        Command::History { name, no_trunc } => images::history(&engine, &name, no_trunc),
+        Command::Push(args) => registry::push(engine, args).await,
+        Command::Pull(args) => registry::pull(engine, args).await,
+        Command::Login(_) | Command::Logout { .. } => Ok(()),
     }
 }

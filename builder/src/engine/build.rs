@@ -9,7 +9,7 @@ use kiln_solver::engine::{Progress, SolveError, SolveOptions};
 use kiln_solver::llb::Platform;
 
 use super::resolver::EngineResolver;
-use super::Engine;
+use super::{Engine, PushSpec};
 use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
 use crate::export::image::{build_image, load_built, BuiltImage};
 use crate::export::layers::LayerPolicy;
@@ -24,8 +24,11 @@ use std::collections::HashMap;
 /// Where a build's result goes (buildx's `--output` forms).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OutputSpec {
-    /// The local image store, under these names.
-    Image { names: Vec<String> },
+    /// The local image store, under these names; pushed to them too when `push` is set.
+    Image {
+        names: Vec<String>,
+        push: Option<PushSpec>,
+    },
     /// An OCI layout tarball.
     Oci {
         dest: PathBuf,
@@ -78,15 +81,30 @@ impl OutputSpec {
         };
         let need_dest =
             |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));
+        let flag = |kv: &mut BTreeMap<String, String>, k: &str, default: bool| {
+            match kv.remove(k).as_deref() {
+                None => Ok(default),
+                Some("true") | Some("1") => Ok(true),
+                Some("false") | Some("0") => Ok(false),
+                Some(v) => Err(format!("option {k}={v}: expected true or false")),
+            }
+        };
         let out = match kind.as_str() {
-            "image" => {
-                if kv.get("push").is_some_and(|v| v == "true") {
-                    return Err(
-                        "push=true needs registry push, which is not implemented yet".into(),
-                    );
+            "image" | "registry" => {
+                let push = flag(&mut kv, "push", kind == "registry")?;
+                let oci_media_types = flag(&mut kv, "oci-mediatypes", true)?;
+                if push && names.is_empty() {
+                    return Err(format!(
+                        "output type={kind} with push needs a name (name=REGISTRY/REPO:TAG or -t)"
+                    ));
                 }
-                kv.remove("push");
-                OutputSpec::Image { names }
+                OutputSpec::Image {
+                    names,
+                    push: push.then_some(PushSpec {
+                        compression,
+                        oci_media_types,
+                    }),
+                }
             }
             "oci" => OutputSpec::Oci {
                 dest: need_dest(dest)?,
@@ -104,14 +122,9 @@ impl OutputSpec {
             "tar" => OutputSpec::Tar {
                 dest: need_dest(dest)?,
             },
-            "registry" => {
-                return Err(
-                    "type=registry needs registry push, which is not implemented yet".into(),
-                )
-            }
             other => {
                 return Err(format!(
-                    "unknown output type {other:?} (expected image, oci, docker, local or tar)"
+                    "unknown output type {other:?} (expected image, registry, oci, docker, local or tar)"
                 ))
             }
         };
@@ -149,6 +162,8 @@ pub enum BuildError {
     Export(String),
     #[error("invalid name {0:?}: {1}")]
     Name(String, String),
+    #[error(transparent)]
+    Push(#[from] super::push::PushError),
 }
 
 /// A failed step, with the Dockerfile it came from (to show the failing lines).
@@ -162,6 +177,8 @@ pub struct SolveFailure {
 pub struct BuildOutcome {
     pub image: Option<BuiltImage>,
     pub names: Vec<String>,
+    /// What was pushed, per name.
+    pub pushes: Vec<super::PushOutcome>,
 }
 
 fn partial_path(dest: &Path) -> PathBuf {
@@ -279,18 +296,27 @@ impl Engine {
         let outputs = if opts.outputs.is_empty() {
             vec![OutputSpec::Image {
                 names: names.clone(),
+                push: None,
             }]
         } else {
             opts.outputs.clone()
         };
         let mut images = HashMap::new();
         let mut image = None;
+        let mut pushes = Vec::new();
         for out in &outputs {
             let img = match out {
-                OutputSpec::Image { .. } => Some(
-                    self.image_for(&root, &plan.image, LayerPolicy::Cheapest, &mut images)
-                        .await?,
-                ),
+                OutputSpec::Image { push, .. } => {
+                    // A pushed image carries compressed layers; the store keeps the same image.
+                    let policy = match push {
+                        Some(p) => LayerPolicy::Exactly(p.compression),
+                        None => LayerPolicy::Cheapest,
+                    };
+                    Some(
+                        self.image_for(&root, &plan.image, policy, &mut images)
+                            .await?,
+                    )
+                }
                 OutputSpec::Oci { compression, .. } | OutputSpec::Docker { compression, .. } => {
                     Some(
                         self.image_for(
@@ -305,11 +331,25 @@ impl Engine {
                 _ => None,
             };
             self.export_one(out, img.as_ref(), &root).await?;
+            if let (OutputSpec::Image {
+                names: out_names,
+                push: Some(spec),
+            }, Some(img)) = (out, img.as_ref())
+            {
+                for n in out_names {
+                    let pushed = self.push_built(img, n, *spec, &progress).await?;
+                    pushes.push(pushed);
+                }
+            }
             if image.is_none() || matches!(out, OutputSpec::Image { .. }) {
                 image = img.or(image);
             }
         }
-        Ok(BuildOutcome { image, names })
+        Ok(BuildOutcome {
+            image,
+            names,
+            pushes,
+        })
     }
 
     /// The image for `root` + `config` with layers per `policy`. Made once per build and
@@ -380,7 +420,7 @@ impl Engine {
                 .collect()
         };
         match out {
-            OutputSpec::Image { names } => {
+            OutputSpec::Image { names, .. } => {
                 let img = image.ok_or_else(|| export_err("no image"))?;
                 for n in normalize(names)? {
                     self.images

@@ -35,8 +35,8 @@ pub struct EngineOptions {
     pub state: PathBuf,
     /// `runc` or `crun` (name or path).
     pub runtime: String,
-    /// Registries reached over plain HTTP besides localhost.
-    pub insecure_registries: Vec<String>,
+    /// How registries are reached: hosts, TLS, mirrors, credentials.
+    pub registry: RegistryConfig,
 }
 
 impl Default for EngineOptions {
@@ -45,7 +45,7 @@ impl Default for EngineOptions {
             root: PathBuf::from("/var/lib/kiln"),
             state: PathBuf::from("/run/kiln"),
             runtime: "runc".into(),
-            insecure_registries: Vec::new(),
+            registry: RegistryConfig::default(),
         }
     }
 }
@@ -107,13 +107,7 @@ impl Engine {
         if let Err(e) = executor.cleanup_stale() {
             tracing::warn!("cleaning up containers left by an earlier crash: {e}");
         }
-        let registry = Arc::new(
-            RegistryClient::new(RegistryConfig {
-                insecure_hosts: opts.insecure_registries.clone(),
-                ..Default::default()
-            })
-            .map_err(store_err)?,
-        );
+        let registry = Arc::new(RegistryClient::new(opts.registry.clone()).map_err(store_err)?);
         let checksums =
             Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
         let cache =

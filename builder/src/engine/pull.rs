@@ -10,6 +10,9 @@ use kiln_solver::llb::{Digest, Platform};
 use super::Engine;
 use crate::store::content::ContentStore;
 
+/// Layers downloaded at once by `kiln pull` (docker's default is 3).
+const PARALLEL_LAYER_DOWNLOADS: usize = 4;
+
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
     #[error("invalid image reference {0:?}: {1}")]
@@ -141,6 +144,36 @@ impl Engine {
             }
         }
         self.load_local(canonical, &manifest_digest)
+    }
+
+    /// `kiln pull`: manifest, config and every layer of `name` into the content store (layers
+    /// in parallel, none downloaded twice), recorded under its name. Returns the image and,
+    /// per layer, whether it was downloaded (false: the store had it).
+    pub async fn pull(
+        &self,
+        name: &str,
+        platform: &Platform,
+    ) -> Result<(LocalImage, Vec<(Descriptor, bool)>), PullError> {
+        let canonical = normalize_name(name)?;
+        let reference = Reference::parse(name)
+            .map_err(|e| PullError::Reference(name.to_string(), e.to_string()))?;
+        let image = self.pull_metadata(&reference, &canonical, platform).await?;
+        let layers = image.manifest.layers.clone();
+        let fetched = futures::stream::iter(layers)
+            .map(|desc| {
+                let reference = reference.clone();
+                async move {
+                    let had = to_digest(&desc.digest).is_ok_and(|d| self.content.has(&d));
+                    self.fetch_layer(&reference, &desc).await?;
+                    Ok::<_, PullError>((desc, !had))
+                }
+            })
+            .buffered(PARALLEL_LAYER_DOWNLOADS)
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((image, fetched))
     }
 
     /// Makes sure a layer blob is in the content store, downloading it from `reference`'s
