@@ -6,6 +6,8 @@
 //!   for mTLS and a token-signing key pair, made with the `openssl` CLI.
 //! - [`Registry`]: Debian's `docker-registry` (distribution 2.8) on a free port, plain or TLS
 //!   (optionally requiring client certificates), with no auth, htpasswd or token auth.
+//! - [`TokenIssuer`]: a Harbor-like token service (`/service/token`, GET and the OAuth2 POST
+//!   flow) whose JWTs that registry accepts, with per-user repository grants and a request log.
 //! - [`OciLayout`]: a tiny OCI image layout on disk, to push with skopeo or kiln.
 //! - [`preflight`]: the skip-or-fail check every test starts with.
 //!
@@ -13,12 +15,17 @@
 //! plain `#[test]`s and `#[tokio::test]`s can both use them. They panic with a message that
 //! says what failed (and include the registry's log) instead of returning errors.
 
+mod background;
 mod certs;
+mod jwt;
 mod oci_layout;
 mod preflight;
 mod registry;
+mod token_issuer;
 
 pub use certs::TestPki;
+pub use jwt::KeyHeader;
 pub use oci_layout::OciLayout;
 pub use preflight::{is_root, preflight, which};
 pub use registry::{Registry, RegistryAuth, RegistryOptions, TlsFiles};
+pub use token_issuer::{Scope, TokenIssuer, TokenIssuerConfig, TokenRequest};

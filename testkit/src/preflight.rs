@@ -35,19 +35,21 @@ pub fn preflight(test: &str, tools: &[&str]) -> bool {
     if !is_root() {
         missing.push("root".to_string());
     }
-    missing.extend(
-        tools
-            .iter()
-            .filter(|t| which(t).is_none())
-            .map(|t| format!("`{t}` on PATH")),
-    );
+    let tools: Vec<String> = tools
+        .iter()
+        .filter(|t| which(t).is_none())
+        .map(|t| format!("`{t}` on PATH"))
+        .collect();
+    let hint = if tools.is_empty() {
+        ""
+    } else {
+        " (scripts/install-deps.sh installs the tools)"
+    };
+    missing.extend(tools);
     if missing.is_empty() {
         return true;
     }
-    let why = format!(
-        "needs {} (scripts/install-deps.sh installs the tools)",
-        missing.join(", ")
-    );
+    let why = format!("needs {}{hint}", missing.join(", "));
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{test}: cannot run in CI: {why}");
     }

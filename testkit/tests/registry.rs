@@ -68,32 +68,16 @@ fn tls_htpasswd_registry_takes_basic_auth_and_robot_names() {
     // skopeo (containers/image, Go's TLS stack) pushes and inspects as the robot account.
     let layout = OciLayout::write(&tmp.path().join("layout"), "v1", 4096, 1);
     let cert_dir = pki.containers_cert_dir(false);
-    let cert_dir = cert_dir.to_str().unwrap();
     let dest = format!("docker://{}/robots/app:v1", registry.host());
-    let copied = skopeo(&[
-        "copy",
-        "--dest-cert-dir",
-        cert_dir,
-        "--dest-creds",
-        "robot$ci:s3cr$t",
-        &layout.reference(),
-        &dest,
-    ]);
+    let robot = Some("robot$ci:s3cr$t");
+    let copied = skopeo_push(&layout, &dest, &cert_dir, robot);
     assert_success(&copied, "skopeo copy as robot$ci", &registry);
-    let inspected = skopeo(&[
-        "inspect",
-        "--raw",
-        "--cert-dir",
-        cert_dir,
-        "--creds",
-        "robot$ci:s3cr$t",
-        &dest,
-    ]);
+    let inspected = skopeo_inspect_raw(&dest, &cert_dir, robot);
     assert_success(&inspected, "skopeo inspect", &registry);
     let manifest: serde_json::Value = serde_json::from_slice(&inspected.stdout).unwrap();
     // skopeo gzips the uncompressed layer for a registry, so the config identifies the image.
     assert_eq!(manifest["config"]["digest"], layout.config_digest.as_str());
-    let denied = skopeo(&["inspect", "--raw", "--cert-dir", cert_dir, &dest]);
+    let denied = skopeo_inspect_raw(&dest, &cert_dir, None);
     assert!(!denied.status.success(), "skopeo read without credentials");
 }
 
@@ -131,15 +115,7 @@ fn mtls_registry_requires_a_client_certificate() {
     let layout = OciLayout::write(&tmp.path().join("layout"), "v1", 4096, 2);
     let dest = format!("docker://{}/mtls/app:v1", registry.host());
     let push = |with_client: bool| {
-        let cert_dir = pki.containers_cert_dir(with_client);
-        let cert_dir = cert_dir.to_str().unwrap();
-        skopeo(&[
-            "copy",
-            "--dest-cert-dir",
-            cert_dir,
-            &layout.reference(),
-            &dest,
-        ])
+        skopeo_push(&layout, &dest, &pki.containers_cert_dir(with_client), None)
     };
     let refused = push(false);
     assert!(

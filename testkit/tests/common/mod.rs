@@ -3,9 +3,10 @@
 
 #![allow(dead_code)] // each test binary uses a different part
 
+use std::path::Path;
 use std::process::{Command, Output};
 
-use kiln_testkit::Registry;
+use kiln_testkit::{OciLayout, Registry};
 
 /// What a curl call did.
 #[derive(Debug)]
@@ -94,4 +95,26 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
         .decode(payload)
         .expect("JWT payload is base64url");
     serde_json::from_slice(&bytes).expect("JWT payload is JSON")
+}
+
+/// `skopeo copy` of `layout` to `dest` (`docker://HOST/REPO:TAG`), trusting the CA (and
+/// client certificate) in `cert_dir`, as `creds` (`user:pass`) when given.
+pub fn skopeo_push(layout: &OciLayout, dest: &str, cert_dir: &Path, creds: Option<&str>) -> Output {
+    let mut args = vec!["copy", "--dest-cert-dir", cert_dir.to_str().unwrap()];
+    if let Some(c) = creds {
+        args.extend(["--dest-creds", c]);
+    }
+    let src = layout.reference();
+    args.extend([src.as_str(), dest]);
+    skopeo(&args)
+}
+
+/// `skopeo inspect --raw` of `image` (`docker://...`): the manifest as stored.
+pub fn skopeo_inspect_raw(image: &str, cert_dir: &Path, creds: Option<&str>) -> Output {
+    let mut args = vec!["inspect", "--raw", "--cert-dir", cert_dir.to_str().unwrap()];
+    if let Some(c) = creds {
+        args.extend(["--creds", c]);
+    }
+    args.push(image);
+    skopeo(&args)
 }
