@@ -8,6 +8,7 @@
 //!   (optionally requiring client certificates), with no auth, htpasswd or token auth.
 //! - [`TokenIssuer`]: a Harbor-like token service (`/service/token`, GET and the OAuth2 POST
 //!   flow) whose JWTs that registry accepts, with per-user repository grants and a request log.
+//! - [`FaultProxy`]: a TCP proxy that cuts the first connections after N client bytes.
 //! - [`OciLayout`]: a tiny OCI image layout on disk, to push with skopeo or kiln.
 //! - [`preflight`]: the skip-or-fail check every test starts with.
 //!
@@ -17,6 +18,7 @@
 
 mod background;
 mod certs;
+mod fault_proxy;
 mod jwt;
 mod oci_layout;
 mod preflight;
@@ -24,6 +26,7 @@ mod registry;
 mod token_issuer;
 
 pub use certs::TestPki;
+pub use fault_proxy::{FaultPlan, FaultProxy};
 pub use jwt::KeyHeader;
 pub use oci_layout::OciLayout;
 pub use preflight::{is_root, preflight, which};
