@@ -10,7 +10,7 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root "apt-get and cgroup mounts"
 
-PKGS=(runc crun docker-registry skopeo umoci busybox-static curl apache2-utils python3
+PKGS=(runc crun docker-registry skopeo umoci busybox-static curl apache2-utils openssl python3
   ca-certificates iproute2 time containerd "$@")
 
 missing=()
