@@ -32,11 +32,14 @@ impl Operation {
         }
     }
 
-    /// Whether the operation writes to the repository (needs the push action).
+    /// Whether the operation is part of a push (its token asks for the push action).
     pub fn is_push(self) -> bool {
         matches!(
             self,
-            Operation::MountBlob | Operation::UploadBlob | Operation::PutManifest
+            Operation::CheckBlob
+                | Operation::MountBlob
+                | Operation::UploadBlob
+                | Operation::PutManifest
         )
     }
 }

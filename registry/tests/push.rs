@@ -120,17 +120,9 @@ async fn pushes_skips_and_mounts() {
     assert_eq!(resolved.manifest_digest, image.manifest.digest);
 }
 
-#[tokio::test]
-async fn large_blob_in_chunks() {
-    skip_unless_ready!();
-    let reg = Registry::start();
-    let client = RegistryClient::new(RegistryConfig {
-        upload_chunk_size: 1 << 20,
-        ..Default::default()
-    })
-    .unwrap();
-    // 3.5 chunks of pseudo-random bytes, from a file.
-    let mut data = vec![0u8; (7 << 20) / 2];
+/// `len` pseudo-random bytes.
+fn noise(len: usize) -> Vec<u8> {
+    let mut data = vec![0u8; len];
     let mut x = 0x12345678u32;
     for b in data.iter_mut() {
         x ^= x << 13;
@@ -138,6 +130,25 @@ async fn large_blob_in_chunks() {
         x ^= x << 5;
         *b = x as u8;
     }
+    data
+}
+
+fn chunked_client() -> RegistryClient {
+    RegistryClient::new(RegistryConfig {
+        upload_chunk_size: 1 << 20,
+        retry_base_delay: std::time::Duration::from_millis(50),
+        ..Default::default()
+    })
+    .unwrap()
+}
+
+#[tokio::test]
+async fn large_blob_in_chunks() {
+    skip_unless_ready!();
+    let reg = Registry::start();
+    let client = chunked_client();
+    // 3.5 chunks, from a file.
+    let data = noise((7 << 20) / 2);
     let work = tempfile::tempdir().unwrap();
     let path = work.path().join("blob");
     std::fs::write(&path, &data).unwrap();
@@ -233,4 +244,37 @@ async fn login_checks_basic_credentials() {
     // A registry without auth takes anything.
     let open = Registry::start();
     client.login(&open.host, &creds("x")).await.unwrap();
+}
+
+#[tokio::test]
+async fn upload_survives_cut_connections() {
+    skip_unless_ready!();
+    let reg = Registry::start();
+    // The first two connections die after 1.5 MB sent: in the middle of the second chunk.
+    let proxy =
+        kiln_testkit::FaultProxy::start(&reg.host, kiln_testkit::FaultPlan::cut_after(3 << 19, 2));
+    let client = chunked_client();
+    let data = noise(5 << 20);
+    let work = tempfile::tempdir().unwrap();
+    let path = work.path().join("blob");
+    std::fs::write(&path, &data).unwrap();
+    let desc = Descriptor::new(
+        media_type::OCI_LAYER,
+        Digest::sha256_of(&data),
+        data.len() as u64,
+    );
+    let r = Reference::parse(&format!("{}/cut/blob:latest", proxy.host())).unwrap();
+    let how = client
+        .push_blob(&r, &desc, &BlobSource::File(path), None, None)
+        .await
+        .unwrap();
+    assert_eq!(how, BlobPushed::Uploaded);
+    assert_eq!(proxy.cuts(), 2, "the proxy did not cut as planned");
+    // Read back directly from the registry: intact.
+    let direct = reference(&reg, "cut/blob:latest");
+    let back = client
+        .fetch_blob_bytes(&direct, &desc, 64 << 20)
+        .await
+        .unwrap();
+    assert!(back[..] == data[..], "the pushed blob differs");
 }

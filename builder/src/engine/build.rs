@@ -81,13 +81,14 @@ impl OutputSpec {
         };
         let need_dest =
             |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));
-        let flag = |kv: &mut BTreeMap<String, String>, k: &str, default: bool| {
-            match kv.remove(k).as_deref() {
-                None => Ok(default),
-                Some("true") | Some("1") => Ok(true),
-                Some("false") | Some("0") => Ok(false),
-                Some(v) => Err(format!("option {k}={v}: expected true or false")),
-            }
+        let flag = |kv: &mut BTreeMap<String, String>, k: &str, default: bool| match kv
+            .remove(k)
+            .as_deref()
+        {
+            None => Ok(default),
+            Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(v) => Err(format!("option {k}={v}: expected true or false")),
         };
         let out = match kind.as_str() {
             "image" | "registry" => {
@@ -331,10 +332,13 @@ impl Engine {
                 _ => None,
             };
             self.export_one(out, img.as_ref(), &root).await?;
-            if let (OutputSpec::Image {
-                names: out_names,
-                push: Some(spec),
-            }, Some(img)) = (out, img.as_ref())
+            if let (
+                OutputSpec::Image {
+                    names: out_names,
+                    push: Some(spec),
+                },
+                Some(img),
+            ) = (out, img.as_ref())
             {
                 for n in out_names {
                     let pushed = self.push_built(img, n, *spec, &progress).await?;

@@ -69,15 +69,17 @@ impl Engine {
         spec: PushSpec,
         progress: &Progress,
     ) -> Result<PushOutcome, PushError> {
-        let canonical =
-            super::normalize_name(local).map_err(|e| PushError::Name(local.into(), e.to_string()))?;
+        let canonical = super::normalize_name(local)
+            .map_err(|e| PushError::Name(local.into(), e.to_string()))?;
         let rec = self
             .images
             .get(&canonical)
             .ok()
             .flatten()
             .ok_or_else(|| PushError::NoImage(local.to_string()))?;
-        let img = self.image_in(&canonical, &rec.digest, spec.compression).await?;
+        let img = self
+            .image_in(&canonical, &rec.digest, spec.compression)
+            .await?;
         self.push_built(&img, dest.unwrap_or(&canonical), spec, progress)
             .await
     }
@@ -158,9 +160,8 @@ impl Engine {
                 manifest,
             )
         } else {
-            let m = docker_manifest(&manifest).ok_or(PushError::ZstdNeedsOci {
-                name: name.clone(),
-            })?;
+            let m =
+                docker_manifest(&manifest).ok_or(PushError::ZstdNeedsOci { name: name.clone() })?;
             let b = serde_json::to_vec(&m).map_err(|e| prep(e.to_string()))?;
             (media_type::DOCKER_MANIFEST.to_string(), Bytes::from(b), m)
         };
@@ -206,7 +207,11 @@ impl Engine {
         manifest: &Manifest,
         prep: &(dyn Fn(String) -> PushError + Sync),
     ) -> Result<(), PushError> {
-        let layers: Vec<String> = manifest.layers.iter().map(|l| l.digest.to_string()).collect();
+        let layers: Vec<String> = manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.to_string())
+            .collect();
         let (snaps, content) = (self.snapshots.clone(), self.content.clone());
         tokio::task::spawn_blocking(move || materialize(&snaps, &content, &layers))
             .await
@@ -217,7 +222,10 @@ impl Engine {
             if self.content.has(&local) {
                 continue;
             }
-            let sources = self.images.blob_sources(&d.digest.to_string()).unwrap_or_default();
+            let sources = self
+                .images
+                .blob_sources(&d.digest.to_string())
+                .unwrap_or_default();
             let mut fetched = false;
             for src in sources {
                 let Ok(r) = Reference::parse(&src) else {
@@ -358,7 +366,11 @@ impl PushDisplay {
                     message: note.to_string(),
                 });
             }
-            let started = self.state.lock().map(|s| s[i].1).unwrap_or_else(|_| Instant::now());
+            let started = self
+                .state
+                .lock()
+                .map(|s| s[i].1)
+                .unwrap_or_else(|_| Instant::now());
             self.progress.send(match how {
                 Some(_) => ProgressEvent::Done {
                     digest: v.clone(),
@@ -374,7 +386,7 @@ impl PushDisplay {
 }
 
 fn short(d: &kiln_registry::Digest) -> String {
-    format!("{}", &d.hex()[..12.min(d.hex().len())])
+    d.hex()[..12.min(d.hex().len())].to_string()
 }
 
 fn human(n: u64) -> String {
@@ -407,7 +419,10 @@ mod tests {
             media_type: Some(media_type::OCI_MANIFEST.into()),
             artifact_type: None,
             config: desc(media_type::OCI_CONFIG),
-            layers: vec![desc(media_type::OCI_LAYER_GZIP), desc(media_type::OCI_LAYER)],
+            layers: vec![
+                desc(media_type::OCI_LAYER_GZIP),
+                desc(media_type::OCI_LAYER),
+            ],
             subject: None,
             annotations: Default::default(),
         };

@@ -100,6 +100,7 @@ impl RegistryClient {
                 // Refused (Harbor: the token lacks pull on the source): the answer is an
                 // ordinary upload session; use it.
                 Mounted::Session(url) => session = Some(url),
+                Mounted::Refused => {}
             }
         }
         self.upload_blob(r, desc, source, session, &report).await?;
@@ -119,6 +120,12 @@ impl RegistryClient {
                 Ok(Mounted::Done)
             }
             StatusCode::ACCEPTED => Ok(Mounted::Session(self.location(r, &resp, &c)?)),
+            // distribution refuses a mount whose source the token cannot read with 401/403
+            // (Harbor with an upload session instead); either way, uploading still works.
+            s if s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS => {
+                debug!(%digest, from, status = %s, "mount refused; uploading instead");
+                Ok(Mounted::Refused)
+            }
             _ => Err(self.status_error(resp, &c).await),
         }
     }
@@ -284,6 +291,7 @@ impl RegistryClient {
 enum Mounted {
     Done,
     Session(String),
+    Refused,
 }
 
 fn retryable(resp: &Response) -> bool {

@@ -36,6 +36,7 @@ pub fn skip_reason() -> Option<String> {
     None
 }
 
+#[allow(unused_macros)]
 macro_rules! skip_unless_ready {
     () => {
         if let Some(why) = support::skip_reason() {
@@ -44,6 +45,7 @@ macro_rules! skip_unless_ready {
         }
     };
 }
+#[allow(unused_imports)]
 pub(crate) use skip_unless_ready;
 
 /// A `docker-registry serve` process on 127.0.0.1:<free port>, killed on drop.
