@@ -78,8 +78,32 @@ impl Env {
         c.arg("--root")
             .arg(self.root())
             .arg("--state")
-            .arg(self.state());
+            .arg(self.state())
+            // Saved credentials are the test's own, never the host's ~/.docker.
+            .env("DOCKER_CONFIG", self.docker_config());
         c
+    }
+
+    /// The DOCKER_CONFIG directory kiln runs with (config.json lives there).
+    pub fn docker_config(&self) -> PathBuf {
+        self.dir.path().join("docker-config")
+    }
+
+    /// Runs kiln with `input` on stdin; returns the output whatever the exit status.
+    pub fn with_stdin(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write;
+        let mut child = self
+            .kiln()
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("running kiln");
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(input.as_bytes()).unwrap();
+        }
+        child.wait_with_output().unwrap()
     }
 
     /// Runs kiln with `args`; returns the output, panicking with its stderr if it fails.

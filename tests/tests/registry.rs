@@ -1,0 +1,240 @@
+//! End to end: kiln against real registries — push from a build and from the store, pull into
+//! a fresh root, login/logout with docker's config.json, Harbor-style token auth.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use kiln_testkit::{Registry, RegistryOptions, TestPki, TokenIssuer, TokenIssuerConfig};
+
+fn skopeo(args: &[&str]) -> String {
+    let out = Command::new("skopeo").args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "skopeo {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
+}
+
+/// A second kiln with its own empty root and state (a different machine, in effect).
+fn fresh(env: &Env, name: &str) -> Command {
+    let mut c = Command::new(&env.bin);
+    c.arg("--root")
+        .arg(env.path(&format!("{name}-root")))
+        .arg("--state")
+        .arg(env.path(&format!("{name}-state")))
+        .env("DOCKER_CONFIG", env.docker_config());
+    c
+}
+
+fn ok(mut c: Command, args: &[&str]) -> String {
+    let out = c.args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "kiln {args:?} failed:\n{}",
+        stderr(&out)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn build_push_inspect_pull_run() {
+    let Some(env) = env("build_push_inspect_pull_run") else {
+        return;
+    };
+    let reg = Registry::start(RegistryOptions::default());
+    let name = format!("{}/team/app:1", reg.host());
+    let ctx = env.context(
+        "app",
+        "FROM $BASE\nRUN echo built-by-kiln > /built\nCOPY hello /hello\nCMD [\"cat\", \"/built\"]\n",
+        &[("hello", "hello from the context\n")],
+    );
+    let out = env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &name,
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("pushed {name}")), "{err}");
+
+    // An independent client reads and copies it.
+    let inspect = skopeo(&["inspect", "--tls-verify=false", &format!("docker://{name}")]);
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    let digest = v["Digest"].as_str().unwrap().to_string();
+    assert!(
+        err.contains(&digest),
+        "kiln printed another digest than the registry has: {err}"
+    );
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]);
+    assert!(
+        raw.contains("application/vnd.oci.image.manifest.v1+json"),
+        "{raw}"
+    );
+    assert!(raw.contains("tar+gzip"), "layers not gzip: {raw}");
+    let copy = env.path("copied");
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:x", copy.display()),
+    ]);
+
+    // A push of the stored image again sends nothing new.
+    let again = env.ok(&["push", "--progress", "plain", &name]);
+    let again_err = String::from_utf8_lossy(&again.stderr);
+    assert!(again_err.contains("0 layer(s) uploaded"), "{again_err}");
+    assert!(String::from_utf8_lossy(&again.stdout).contains(&digest));
+
+    // Another root pulls it and runs it.
+    let pulled = ok(fresh(&env, "other"), &["pull", &name]);
+    assert!(pulled.contains("team/app:1"), "{pulled}");
+    let second = ok(fresh(&env, "other"), &["pull", &name]);
+    let _ = second;
+    let run_ctx = env.context(
+        "runit",
+        &format!("FROM {name}\nRUN cat /built /hello > /seen\n"),
+        &[],
+    );
+    let dest = env.path("seen");
+    ok(
+        fresh(&env, "other"),
+        &[
+            "build",
+            "--progress",
+            "plain",
+            "-o",
+            &format!("type=local,dest={}", dest.display()),
+            run_ctx.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("seen")).unwrap(),
+        "built-by-kiln\nhello from the context\n"
+    );
+}
+
+#[test]
+fn docker_media_types_on_request() {
+    let Some(env) = env("docker_media_types_on_request") else {
+        return;
+    };
+    let reg = Registry::start(RegistryOptions::default());
+    let name = format!("{}/old/consumer:1", reg.host());
+    let ctx = env.context("dmt", "FROM $BASE\nRUN echo x > /x\n", &[]);
+    env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &format!("type=registry,name={name},oci-mediatypes=false"),
+        ctx.to_str().unwrap(),
+    ]);
+    let raw = skopeo(&[
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]);
+    assert!(
+        raw.contains("application/vnd.docker.distribution.manifest.v2+json")
+            && raw.contains("application/vnd.docker.image.rootfs.diff.tar.gzip")
+            && !raw.contains("vnd.oci"),
+        "{raw}"
+    );
+}
+
+#[test]
+fn token_auth_login_push_logout() {
+    let Some(env) = env("token_auth_login_push_logout") else {
+        return;
+    };
+    let tmp = env.path("pki");
+    let pki = TestPki::generate(&tmp);
+    let issuer = TokenIssuer::start(
+        TokenIssuerConfig::new(&pki)
+            .user("robot$ci", "r0b0t:pa$$")
+            .grant("robot$ci", "proj-a/", &["pull"])
+            .grant("robot$ci", "proj-b/", &["pull", "push"])
+            .lifetime(Duration::from_secs(1800)),
+    );
+    let reg = Registry::start(RegistryOptions {
+        tls: None,
+        auth: issuer.registry_auth(),
+    });
+    let host = reg.host();
+
+    // Wrong password: refused, nothing saved.
+    let out = env.with_stdin(
+        &["login", "-u", "robot$ci", "--password-stdin", &host],
+        "wrong\n",
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("rejected the credentials") && stderr(&out).contains("robot$ci"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!env.docker_config().join("config.json").exists());
+
+    let out = env.with_stdin(
+        &["login", "-u", "robot$ci", "--password-stdin", &host],
+        "r0b0t:pa$$\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let cfg = env.docker_config().join("config.json");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&cfg).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    assert!(saved["auths"][&host]["auth"].is_string(), "{saved}");
+
+    let ctx = env.context("tok", "FROM $BASE\nRUN echo tok > /tok\n", &[]);
+    let ctx = ctx.to_str().unwrap();
+    let allowed = format!("{host}/proj-b/app:1");
+    env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &allowed,
+        ctx,
+    ]);
+    skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "robot$ci:r0b0t:pa$$",
+        &format!("docker://{allowed}"),
+    ]);
+
+    // No push on proj-a: the token server narrows the scope silently; kiln says what happened.
+    let denied = format!("{host}/proj-a/app:1");
+    let err = env.fails(&["build", "--progress", "plain", "--push", "-t", &denied, ctx]);
+    assert!(
+        err.contains("may not push") && err.contains("robot$ci") && err.contains("proj-a/app"),
+        "{err}"
+    );
+
+    let out = env.ok(&["logout", &host]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Removing login credentials"));
+    let err = env.fails(&["push", &allowed]);
+    assert!(err.contains("kiln login"), "{err}");
+}
