@@ -397,6 +397,29 @@ mod tests {
         let e = RegistryError::from_status(ctx(), 401, b"");
         assert!(matches!(e, RegistryError::Unauthorized { .. }));
         assert!(e.to_string().contains("log in to localhost:5000"));
+        // Harbor's tag immutability (412) and quota (403) refusals, told apart by message.
+        let push_ctx = || ErrorContext {
+            op: Operation::PutManifest,
+            ..ctx()
+        };
+        let e = RegistryError::from_status(
+            push_ctx(),
+            412,
+            br#"{"errors":[{"code":"DENIED","message":"The tag:library/nope:latest is immutable, cannot be overwrite."}]}"#,
+        );
+        assert!(matches!(e, RegistryError::TagImmutable { .. }), "{e}");
+        assert!(
+            e.to_string().starts_with(
+                "push manifest latest to localhost:5000/library/nope: the tag is immutable"
+            ),
+            "{e}"
+        );
+        let e = RegistryError::from_status(
+            push_ctx(),
+            403,
+            br#"{"errors":[{"code":"DENIED","message":"adding 29.0 MiB of storage resource, which when updated to current usage of 152.4 MiB will exceed the configured upper limit of 10.0 MiB."}]}"#,
+        );
+        assert!(matches!(e, RegistryError::QuotaExceeded { .. }), "{e}");
         let e = RegistryError::from_status(ctx(), 502, b"<html>bad gateway</html>");
         assert_eq!(
             e.to_string(),

@@ -203,3 +203,45 @@ async fn login_with_tokens() {
     assert!(matches!(err, RegistryError::LoginFailed { .. }), "{err}");
     assert!(err.to_string().contains(&host), "{err}");
 }
+
+#[tokio::test]
+async fn identity_token_pushes() {
+    let Some(s) = setup("identity_token_pushes", Duration::from_secs(1800)) else {
+        return;
+    };
+    // What `docker login` keeps for an OAuth2 registry: a refresh token, not the password.
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(s.issuer.realm())
+        .form(&[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "alice-pw"),
+            ("service", s.issuer.service()),
+            ("client_id", "test"),
+            ("access_type", "offline"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let refresh = answer["refresh_token"].as_str().unwrap().to_string();
+    let creds = StaticCredentials(HashMap::from([(
+        s.registry.host(),
+        Credentials::IdentityToken(refresh),
+    )]));
+    let client = RegistryClient::new(RegistryConfig {
+        credentials: Some(Arc::new(creds)),
+        ..Default::default()
+    })
+    .unwrap();
+    s.push(&client, "proj-b/oauth:1", "oauth", None)
+        .await
+        .unwrap();
+    assert!(s
+        .issuer
+        .requests()
+        .iter()
+        .any(|r| r.grant_type.as_deref() == Some("refresh_token") && r.status == 200));
+}
