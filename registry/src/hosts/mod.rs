@@ -25,7 +25,9 @@ mod tls;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-pub use certerror::{certificate_hint, is_certificate_error};
+pub use certerror::{
+    certificate_hint, client_certificate_hint, is_certificate_error, tls_failure, TlsFailure,
+};
 pub use certsd::{load_certs_dir, CertsDir};
 pub use client::{build_client, ClientOptions, HttpClients};
 pub use endpoint::{upstream_host, Endpoint, Mirror, Scheme};
