@@ -2,6 +2,7 @@
 //! the engine that ties them together, and the command line.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
 pub mod export;
 pub mod layer;

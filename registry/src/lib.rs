@@ -16,6 +16,7 @@ pub mod auth;
 pub mod client;
 pub mod digest;
 pub mod error;
+pub mod hosts;
 pub mod oci;
 pub mod platform;
 pub mod reference;

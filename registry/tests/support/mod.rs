@@ -1,7 +1,10 @@
 //! Test support: a real `docker-registry` on a free port, and OCI layouts written by hand and
 //! pushed into it with `skopeo`.
 
-#![allow(dead_code)]
+// Each test binary uses a part of this module.
+#![allow(dead_code, unused_imports, unused_macros)]
+
+mod pki;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -11,11 +14,21 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kiln_registry::{media_type, Descriptor, Digest, Index, Manifest, Platform};
+pub use pki::{KeyFormat, Pki};
 
 const REGISTRY_BIN: &str = "/usr/bin/docker-registry";
 
 /// Why the real-registry tests cannot run here, if they cannot.
 pub fn skip_reason() -> Option<String> {
+    missing_prerequisite(&[REGISTRY_BIN, "/usr/bin/skopeo"])
+}
+
+/// Why the TLS tests cannot run here, if they cannot: they need openssl, not skopeo.
+pub fn tls_skip_reason() -> Option<String> {
+    missing_prerequisite(&[REGISTRY_BIN, "/usr/bin/openssl"])
+}
+
+fn missing_prerequisite(bins: &[&str]) -> Option<String> {
     // The effective uid, read from /proc to avoid a libc dependency for one call.
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -28,13 +41,26 @@ pub fn skip_reason() -> Option<String> {
     if uid != "0" {
         return Some("not running as root".into());
     }
-    for bin in [REGISTRY_BIN, "/usr/bin/skopeo"] {
-        if !Path::new(bin).exists() {
-            return Some(format!("{bin} is not installed"));
-        }
-    }
-    None
+    bins.iter()
+        .find(|bin| !Path::new(bin).exists())
+        .map(|bin| format!("{bin} is not installed"))
 }
+
+#[allow(unused_macros)]
+/// Skips a TLS test with a message, or fails it under CI=true, where skipping would hide that
+/// the test never ran.
+macro_rules! skip_unless_tls_ready {
+    () => {
+        if let Some(why) = support::tls_skip_reason() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("CI=true but the TLS registry test cannot run: {why}");
+            }
+            println!("SKIPPED: TLS registry test needs root, docker-registry and openssl: {why}");
+            return;
+        }
+    };
+}
+pub(crate) use skip_unless_tls_ready;
 
 #[allow(unused_macros)]
 macro_rules! skip_unless_ready {
@@ -63,14 +89,7 @@ impl Registry {
     /// With `htpasswd` = Some((user, password)), the registry demands Basic auth.
     pub fn start_with_auth(htpasswd: Option<(&str, &str)>) -> Registry {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let host = format!("127.0.0.1:{port}");
-        let storage = dir.path().join("storage");
-        std::fs::create_dir_all(&storage).unwrap();
-        let mut config = format!(
-            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n",
-            storage.display()
-        );
+        let mut extra = String::new();
         if let Some((user, password)) = htpasswd {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
@@ -79,11 +98,42 @@ impl Registry {
             assert!(out.status.success());
             let path = dir.path().join("htpasswd");
             std::fs::write(&path, out.stdout).unwrap();
-            config.push_str(&format!(
+            extra = format!(
                 "auth:\n  htpasswd:\n    realm: kiln-test\n    path: {}\n",
                 path.display()
+            );
+        }
+        Self::start_configured(dir, "", &extra)
+    }
+
+    /// Serving HTTPS with `pki`'s server certificate; with `require_client_cert`, only clients
+    /// presenting a certificate signed by `pki`'s CA get in.
+    pub fn start_tls(pki: &Pki, require_client_cert: bool) -> Registry {
+        let mut http = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            pki.server_cert.display(),
+            pki.server_key.display()
+        );
+        if require_client_cert {
+            http.push_str(&format!(
+                "    clientcas:\n      - {}\n",
+                pki.ca_cert.display()
             ));
         }
+        Self::start_configured(tempfile::tempdir().unwrap(), &http, "")
+    }
+
+    /// Starts the registry with `http_extra` appended to its `http:` section and `extra` to
+    /// its config.
+    fn start_configured(dir: tempfile::TempDir, http_extra: &str, extra: &str) -> Registry {
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let storage = dir.path().join("storage");
+        std::fs::create_dir_all(&storage).unwrap();
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{http_extra}{extra}",
+            storage.display()
+        );
         let config_path = dir.path().join("config.yml");
         std::fs::write(&config_path, config).unwrap();
         let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
@@ -152,7 +202,7 @@ impl Drop for Registry {
     }
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
