@@ -47,7 +47,7 @@ impl Operation {
 impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Operation::Ping => "ping",
+            Operation::Ping => "reach",
             Operation::FetchToken => "fetch token for",
             Operation::GetManifest => "fetch manifest",
             Operation::GetBlob => "fetch blob",
@@ -153,12 +153,25 @@ pub enum RegistryError {
         status: u16,
         detail: String,
     },
-    #[error("{ctx}: {url}: {}", error_chain(.source))]
+    // The message already carries the cause's whole chain, so the cause is not exposed as
+    // `source()`: reporters that walk sources (anyhow's `{:#}`) would print it twice.
+    #[error("{ctx}: {url}: {}", error_chain(.cause))]
     Transport {
         ctx: Box<ErrorContext>,
         url: String,
-        #[source]
-        source: reqwest::Error,
+        cause: reqwest::Error,
+    },
+    #[error("{ctx}: {url}: {}; {hint}", error_chain(.cause))]
+    Tls {
+        ctx: Box<ErrorContext>,
+        url: String,
+        hint: String,
+        cause: reqwest::Error,
+    },
+    #[error("{ctx}: {}", error_chain(.cause))]
+    Hosts {
+        ctx: Box<ErrorContext>,
+        cause: crate::hosts::HostsError,
     },
     #[error("{ctx}: token server {realm}: {reason}")]
     Token {
@@ -220,7 +233,7 @@ impl RegistryError {
             | RegistryError::TooManyRequests { status, .. }
             | RegistryError::Http { status, .. } => Some(*status),
             RegistryError::Token { status, .. } => *status,
-            RegistryError::Transport { source, .. } => source.status().map(|s| s.as_u16()),
+            RegistryError::Transport { cause, .. } => cause.status().map(|s| s.as_u16()),
             _ => None,
         }
     }
@@ -237,6 +250,8 @@ impl RegistryError {
             | RegistryError::TooManyRequests { ctx, .. }
             | RegistryError::Http { ctx, .. }
             | RegistryError::Transport { ctx, .. }
+            | RegistryError::Tls { ctx, .. }
+            | RegistryError::Hosts { ctx, .. }
             | RegistryError::Token { ctx, .. }
             | RegistryError::DigestMismatch { ctx, .. }
             | RegistryError::SizeMismatch { ctx, .. }
@@ -316,12 +331,6 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
             out.push_str(&msg);
         }
         cur = c.source();
-    }
-    if out.contains("certificate") {
-        out.push_str(
-            " (if the registry uses a private CA, add it to the system trust store; \
-             or list the host as insecure to use plain HTTP)",
-        );
     }
     out
 }

@@ -44,6 +44,21 @@ fn ok(mut c: Command, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// `kiln [global...] build -o type=local,dest=DEST CTX` with `c`.
+fn build_to_dir(c: Command, global: &[&str], ctx: &std::path::Path, dest: &std::path::Path) {
+    let out = format!("type=local,dest={}", dest.display());
+    let mut args = global.to_vec();
+    args.extend([
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &out,
+        ctx.to_str().unwrap(),
+    ]);
+    ok(c, &args);
+}
+
 #[test]
 fn build_push_inspect_pull_run() {
     let Some(env) = env("build_push_inspect_pull_run") else {
@@ -113,17 +128,7 @@ fn build_push_inspect_pull_run() {
         &[],
     );
     let dest = env.path("seen");
-    ok(
-        fresh(&env, "other"),
-        &[
-            "build",
-            "--progress",
-            "plain",
-            "-o",
-            &format!("type=local,dest={}", dest.display()),
-            run_ctx.to_str().unwrap(),
-        ],
-    );
+    build_to_dir(fresh(&env, "other"), &[], &run_ctx, &dest);
     assert_eq!(
         std::fs::read_to_string(dest.join("seen")).unwrap(),
         "built-by-kiln\nhello from the context\n"
@@ -237,4 +242,130 @@ fn token_auth_login_push_logout() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("Removing login credentials"));
     let err = env.fails(&["push", &allowed]);
     assert!(err.contains("kiln login"), "{err}");
+}
+
+/// Writes a kiln config file; returns its path.
+fn kiln_config(env: &Env, text: &str) -> String {
+    let p = env.path("kiln.toml");
+    std::fs::write(&p, text).unwrap();
+    p.to_str().unwrap().to_string()
+}
+
+#[test]
+fn tls_with_basic_auth_and_certs_d() {
+    let Some(env) = env("tls_with_basic_auth_and_certs_d") else {
+        return;
+    };
+    let pki = TestPki::generate(&env.path("pki"));
+    let reg = Registry::start(RegistryOptions {
+        tls: Some(kiln_testkit::TlsFiles::server(&pki)),
+        auth: kiln_testkit::RegistryAuth::Htpasswd(vec![("robot$ci".into(), "s3cr$t".into())]),
+    });
+    let host = reg.host();
+    let certs = env.path("certs.d");
+    let host_dir = certs.join(&host);
+    // The directory alone says "this local registry speaks TLS"; without its CA, kiln fails
+    // and says where the CA goes.
+    std::fs::create_dir_all(&host_dir).unwrap();
+    let cfg = kiln_config(&env, &format!("certs_dir = \"{}\"\n", certs.display()));
+    let login = [
+        "--config",
+        &cfg,
+        "login",
+        "-u",
+        "robot$ci",
+        "--password-stdin",
+        &host,
+    ];
+    let out = env.with_stdin(&login, "s3cr$t\n");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("not trusted") && err.contains(&format!("{}/ca.crt", host_dir.display())),
+        "{err}"
+    );
+
+    std::fs::copy(&pki.ca_crt, host_dir.join("ca.crt")).unwrap();
+    let out = env.with_stdin(&login, "s3cr$t\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let name = format!("{host}/secure/app:1");
+    let ctx = env.context("tls", "FROM $BASE\nRUN echo over-tls > /tls\n", &[]);
+    env.ok(&[
+        "--config",
+        &cfg,
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &name,
+        ctx.to_str().unwrap(),
+    ]);
+    let cert_dir = pki.containers_cert_dir(false);
+    skopeo(&[
+        "inspect",
+        "--cert-dir",
+        cert_dir.to_str().unwrap(),
+        "--creds",
+        "robot$ci:s3cr$t",
+        &format!("docker://{name}"),
+    ]);
+    ok(fresh(&env, "tls-other"), &["--config", &cfg, "pull", &name]);
+}
+
+#[test]
+fn from_docker_hub_name_through_a_mirror() {
+    let Some(env) = env("from_docker_hub_name_through_a_mirror") else {
+        return;
+    };
+    let mirror = Registry::start(RegistryOptions::default());
+    // The mirror holds busybox under Docker Hub's repository name.
+    skopeo(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        "--dest-tls-verify=false",
+        &format!("docker://{}", env.base_image()),
+        &format!("docker://{}/library/busybox:latest", mirror.host()),
+    ]);
+    let cfg = kiln_config(
+        &env,
+        &format!(
+            "[registry.\"docker.io\"]\nmirrors = [\"{}\"]\n",
+            mirror.host()
+        ),
+    );
+    for (i, from) in [
+        "busybox",
+        "library/busybox:latest",
+        "docker.io/library/busybox",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let ctx = env.context(
+            &format!("mirror{i}"),
+            &format!("FROM {from}\nRUN echo via-mirror > /m\n"),
+            &[],
+        );
+        let dest = env.path(&format!("mirror{i}-out"));
+        build_to_dir(
+            fresh(&env, &format!("mirror{i}")),
+            &["--config", &cfg],
+            &ctx,
+            &dest,
+        );
+        assert_eq!(
+            std::fs::read_to_string(dest.join("m")).unwrap(),
+            "via-mirror\n"
+        );
+    }
+    let images = ok(fresh(&env, "mirror0"), &["images"]);
+    assert!(images.contains("docker.io/library/busybox"), "{images}");
+    assert!(
+        mirror.log().contains("library/busybox/manifests/latest"),
+        "the mirror was not asked: {}",
+        mirror.log()
+    );
 }

@@ -36,6 +36,9 @@ pub struct Cli {
     /// OCI runtime to run RUN steps with (runc or crun, a name or a path).
     #[arg(long, global = true, env = "KILN_RUNTIME", default_value = "runc")]
     pub runtime: String,
+    /// kiln's configuration file (registry mirrors, TLS, plain-HTTP hosts).
+    #[arg(long, global = true, env = "KILN_CONFIG")]
+    pub config: Option<PathBuf>,
     /// Registry host[:port] to reach over plain HTTP (localhost and 127.0.0.1 always are).
     #[arg(long = "insecure-registry", global = true)]
     pub insecure_registries: Vec<String>,
@@ -120,8 +123,9 @@ pub fn main() {
     std::process::exit(code);
 }
 
-/// How kiln reaches registries, from the flags and docker's config.json.
-fn registry_config(cli: &Cli) -> RegistryConfig {
+/// How kiln reaches registries: kiln's config file and flags, and docker's config.json.
+fn registry_config(cli: &Cli) -> anyhow::Result<RegistryConfig> {
+    let config = crate::config::KilnConfig::load(cli.config.as_deref())?;
     let credentials: Option<Arc<dyn CredentialProvider>> =
         match DockerConfigCredentials::load_default() {
             Ok(c) => Some(Arc::new(c)),
@@ -130,11 +134,11 @@ fn registry_config(cli: &Cli) -> RegistryConfig {
                 None
             }
         };
-    RegistryConfig {
-        insecure_hosts: cli.insecure_registries.clone(),
+    Ok(RegistryConfig {
+        hosts: config.hosts_config(&cli.insecure_registries),
         credentials,
         ..Default::default()
-    }
+    })
 }
 
 async fn run(cli: Cli) -> i32 {
@@ -154,7 +158,7 @@ async fn run(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let registry = registry_config(&cli);
+    let registry = registry_config(&cli)?;
     // Credentials need no state directory: no engine for these.
     match cli.command {
         Command::Login(args) => {

@@ -239,16 +239,31 @@ impl CredentialHelper {
 
     /// Runs `program action` with `input` on stdin, killing it after the timeout.
     fn run(&self, action: &'static str, server: &str, input: &[u8]) -> CredentialsResult<Finished> {
-        let mut child = Command::new(&self.program)
-            .arg(action)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| CredentialsError::HelperSpawn {
-                program: self.program.clone(),
-                source,
-            })?;
+        let spawn = || {
+            Command::new(&self.program)
+                .arg(action)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        };
+        // ETXTBSY: a helper written a moment ago may still be open for writing in a child
+        // another thread forked and has not exec'd yet; that passes within milliseconds.
+        let mut attempt = 0;
+        let mut child = loop {
+            match spawn() {
+                Err(e) if e.raw_os_error() == Some(libc_etxtbsy()) && attempt < 10 => {
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(10 * attempt));
+                }
+                other => {
+                    break other.map_err(|source| CredentialsError::HelperSpawn {
+                        program: self.program.clone(),
+                        source,
+                    })?
+                }
+            }
+        };
         let timed_out = || CredentialsError::HelperTimeout {
             program: self.program.clone(),
             action,
@@ -394,6 +409,11 @@ esac
         std::fs::write(&path, script).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
+}
+
+/// ETXTBSY ("text file busy"), without a libc dependency for one constant.
+fn libc_etxtbsy() -> i32 {
+    nix::errno::Errno::ETXTBSY as i32
 }
 
 #[cfg(test)]

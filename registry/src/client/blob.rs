@@ -169,7 +169,7 @@ pub(crate) async fn read_limited(
         .map_err(|source| RegistryError::Transport {
             ctx: Box::new(ctx.clone()),
             url: url.clone(),
-            source,
+            cause: source,
         })?
     {
         if (buf.len() + chunk.len()) as u64 > limit {
@@ -256,7 +256,7 @@ impl Reader {
                         let e = RegistryError::Transport {
                             ctx: Box::new(self.ctx.clone()),
                             url: self.url.clone(),
-                            source,
+                            cause: source,
                         };
                         return self.fail(e);
                     }

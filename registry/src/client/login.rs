@@ -7,7 +7,6 @@ use super::transport::preferred_challenge;
 use super::RegistryClient;
 use crate::auth::{token, Authorization, Credentials, Scheme};
 use crate::error::{ErrorContext, Operation, RegistryError, Result};
-use crate::reference::{DOCKER_HUB_DOMAIN, DOCKER_HUB_REGISTRY_HOST};
 
 impl RegistryClient {
     /// Verifies `creds` for `registry` (a domain as users write it: `harbor.lan`,
@@ -15,12 +14,7 @@ impl RegistryClient {
     /// challenge with the credentials — a token fetch for Bearer, an authenticated ping for
     /// Basic. A registry that wants no authentication accepts anything.
     pub async fn login(&self, registry: &str, creds: &Credentials) -> Result<()> {
-        let host = if registry == DOCKER_HUB_DOMAIN {
-            DOCKER_HUB_REGISTRY_HOST
-        } else {
-            registry
-        };
-        let base = self.base_url_for(registry, host);
+        let ep = self.config.hosts.push_endpoint(registry);
         let ctx = ErrorContext {
             op: Operation::Login,
             registry: registry.to_string(),
@@ -36,7 +30,8 @@ impl RegistryClient {
             username: username.clone(),
             detail,
         };
-        let resp = self.ping_response(&base, None, &ctx).await?;
+        let http = self.http(&ep, &ctx)?;
+        let resp = self.ping_response(&http, &ep, None, &ctx).await?;
         if resp.status().is_success() {
             debug!(registry, "the registry needs no authentication");
             return Ok(());
@@ -51,7 +46,7 @@ impl RegistryClient {
         };
         let authz = match challenge.scheme {
             Scheme::Bearer => {
-                match token::fetch_token(&self.http, &challenge, &[], Some(creds), &ctx).await {
+                match token::fetch_token(&http, &challenge, &[], Some(creds), &ctx).await {
                     Ok(t) => Authorization::Bearer(t.token),
                     Err(RegistryError::Token {
                         status: Some(s @ (401 | 403)),
@@ -77,7 +72,7 @@ impl RegistryClient {
                 )))
             }
         };
-        let resp = self.ping_response(&base, Some(&authz), &ctx).await?;
+        let resp = self.ping_response(&http, &ep, Some(&authz), &ctx).await?;
         match resp.status() {
             s if s.is_success() => Ok(()),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {

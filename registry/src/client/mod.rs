@@ -9,7 +9,6 @@ mod transport;
 mod upload;
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,7 +18,8 @@ pub use push::{PushBlob, PushOptions, PushedImage};
 pub use upload::{BlobPushed, BlobSource, ProgressFn, UPLOAD_CHUNK};
 
 use crate::auth::{Authenticator, CredentialProvider};
-use crate::error::{RegistryError, Result};
+use crate::error::{ErrorContext, RegistryError, Result};
+use crate::hosts::{ClientOptions, Endpoint, HostsConfig, HttpClients};
 use crate::reference::Reference;
 
 /// Manifests larger than this are refused (containerd uses the same bound).
@@ -30,9 +30,9 @@ pub const DEFAULT_CONFIG_LIMIT: u64 = 32 << 20;
 /// How the client talks to registries.
 #[derive(Clone)]
 pub struct RegistryConfig {
-    /// Registries reached over plain HTTP: `host` (any port) or `host:port`. `localhost`,
-    /// loopback addresses and `[::1]` are always plain HTTP.
-    pub insecure_hosts: Vec<String>,
+    /// Per-host settings: plain HTTP (`localhost`, loopback and `[::1]` always are), TLS
+    /// (certs.d, CAs, client keys, skip-verify) and pull mirrors.
+    pub hosts: HostsConfig,
     /// Where credentials come from; None pulls anonymously.
     pub credentials: Option<Arc<dyn CredentialProvider>>,
     pub user_agent: String,
@@ -52,7 +52,7 @@ pub struct RegistryConfig {
 impl Default for RegistryConfig {
     fn default() -> Self {
         RegistryConfig {
-            insecure_hosts: Vec::new(),
+            hosts: HostsConfig::default(),
             credentials: None,
             user_agent: concat!("kiln/", env!("CARGO_PKG_VERSION")).to_string(),
             max_retries: 3,
@@ -69,7 +69,7 @@ impl Default for RegistryConfig {
 impl fmt::Debug for RegistryConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistryConfig")
-            .field("insecure_hosts", &self.insecure_hosts)
+            .field("hosts", &self.hosts)
             .field(
                 "credentials",
                 &self.credentials.as_ref().map(|_| "<provider>"),
@@ -89,7 +89,7 @@ impl fmt::Debug for RegistryConfig {
 /// A registry client. Cheap to clone (clones share the connection pool, pings and tokens).
 #[derive(Clone)]
 pub struct RegistryClient {
-    http: reqwest::Client,
+    clients: Arc<HttpClients>,
     config: Arc<RegistryConfig>,
     auth: Arc<Authenticator>,
 }
@@ -104,15 +104,17 @@ impl fmt::Debug for RegistryClient {
 
 impl RegistryClient {
     pub fn new(config: RegistryConfig) -> Result<Self> {
-        let http = reqwest::Client::builder()
-            .user_agent(config.user_agent.clone())
-            .connect_timeout(config.connect_timeout)
-            .read_timeout(config.read_timeout)
-            .build()
-            .map_err(RegistryError::Client)?;
+        let clients = Arc::new(HttpClients::new(
+            config.hosts.clone(),
+            ClientOptions {
+                user_agent: config.user_agent.clone(),
+                connect_timeout: config.connect_timeout,
+                read_timeout: config.read_timeout,
+            },
+        ));
         let auth = Arc::new(Authenticator::new(config.credentials.clone()));
         Ok(RegistryClient {
-            http,
+            clients,
             config: Arc::new(config),
             auth,
         })
@@ -122,78 +124,28 @@ impl RegistryClient {
         &self.config
     }
 
-    /// True when `host` (host[:port] as in a reference) is reached over plain HTTP.
-    pub fn is_insecure(&self, host: &str) -> bool {
-        is_loopback(host)
-            || self
-                .config
-                .insecure_hosts
-                .iter()
-                .any(|h| h == host || h == strip_port(host))
+    /// Where pushes to `r` go (never a mirror).
+    pub fn push_endpoint(&self, r: &Reference) -> Endpoint {
+        self.config.hosts.push_endpoint(r.domain())
     }
 
-    /// `http(s)://host[:port]` for the registry serving `r`.
+    /// Where pulls of `r` are tried, in order: the configured mirrors, then the registry.
+    pub fn pull_endpoints(&self, r: &Reference) -> Vec<Endpoint> {
+        self.config.hosts.pull_endpoints(r.domain())
+    }
+
+    /// `http(s)://host[:port]` of the registry serving `r` itself.
     pub fn base_url(&self, r: &Reference) -> String {
-        self.base_url_for(r.domain(), r.registry_host())
+        self.push_endpoint(r).base_url
     }
 
-    /// `http(s)://host` for registry `domain` served at `host`.
-    fn base_url_for(&self, domain: &str, host: &str) -> String {
-        let scheme = if self.is_insecure(host) || self.is_insecure(domain) {
-            "http"
-        } else {
-            "https"
-        };
-        format!("{scheme}://{host}")
-    }
-}
-
-/// `host` without its `:port`; IPv6 keeps its brackets.
-fn strip_port(host: &str) -> &str {
-    if let Some(end) = host.strip_prefix('[').and_then(|h| h.find(']')) {
-        return &host[..end + 2];
-    }
-    host.split_once(':').map_or(host, |(h, _)| h)
-}
-
-fn is_loopback(host: &str) -> bool {
-    let h = strip_port(host);
-    if h.eq_ignore_ascii_case("localhost") {
-        return true;
-    }
-    let bare = h.trim_start_matches('[').trim_end_matches(']');
-    bare.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chooses_scheme_per_host() {
-        let c = RegistryClient::new(RegistryConfig {
-            insecure_hosts: vec!["registry.lan".into(), "harbor.lan:8080".into()],
-            ..Default::default()
-        })
-        .unwrap();
-        let url = |s: &str| c.base_url(&Reference::parse(s).unwrap());
-        assert_eq!(url("localhost:5000/a"), "http://localhost:5000");
-        assert_eq!(url("localhost/a"), "http://localhost");
-        assert_eq!(url("127.0.0.1:5000/a"), "http://127.0.0.1:5000");
-        assert_eq!(url("[::1]:5000/a"), "http://[::1]:5000");
-        assert_eq!(url("registry.lan:5000/a"), "http://registry.lan:5000");
-        assert_eq!(url("harbor.lan:8080/a"), "http://harbor.lan:8080");
-        assert_eq!(url("harbor.lan/a"), "https://harbor.lan");
-        assert_eq!(url("busybox"), "https://registry-1.docker.io");
-        assert_eq!(url("10.0.0.1:5000/a"), "https://10.0.0.1:5000");
-    }
-
-    #[test]
-    fn ports() {
-        assert_eq!(strip_port("h:1"), "h");
-        assert_eq!(strip_port("[::1]:5000"), "[::1]");
-        assert_eq!(strip_port("[::1]"), "[::1]");
-        assert!(is_loopback("127.1.2.3:9"));
-        assert!(!is_loopback("localhost.example.com"));
+    /// The HTTP client with `ep`'s TLS settings.
+    pub(crate) fn http(&self, ep: &Endpoint, ctx: &ErrorContext) -> Result<reqwest::Client> {
+        self.clients
+            .client(ep)
+            .map_err(|source| RegistryError::Hosts {
+                ctx: Box::new(ctx.clone()),
+                cause: source,
+            })
     }
 }

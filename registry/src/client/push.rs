@@ -108,14 +108,17 @@ impl RegistryClient {
         };
         let len = bytes.len();
         let body = move || reqwest::Body::from(bytes.clone());
+        let ep = self.push_endpoint(r);
         let req = Request::new(
             Method::PUT,
-            self.repo_url(r, &format!("manifests/{reference}")),
+            self.repo_url(&ep, r, &format!("manifests/{reference}")),
         )
         .header(CONTENT_TYPE, media_type)
         .header(CONTENT_LENGTH, &len.to_string())
         .body(&body);
-        let resp = self.send(r, &[push_scope(r.repository())], req, &c).await?;
+        let resp = self
+            .send(&ep, &[push_scope(r.repository())], req, &c)
+            .await?;
         if resp.status() != StatusCode::CREATED && !resp.status().is_success() {
             return Err(self.status_error(resp, &c).await);
         }

@@ -10,6 +10,7 @@ use tracing::{debug, warn};
 use super::RegistryClient;
 use crate::auth::{challenge, claims, pull_scope, Authorization, Challenge, Credentials};
 use crate::error::{ErrorContext, Operation, RegistryError, Result};
+use crate::hosts::Endpoint;
 use crate::reference::Reference;
 
 /// Error bodies are read for their message only; never more than this.
@@ -77,7 +78,9 @@ impl RegistryClient {
         self.get_with(r, path, &headers, ctx).await
     }
 
-    /// [`Self::get`] with arbitrary extra request headers (Range for resumed downloads).
+    /// [`Self::get`] with arbitrary extra request headers (Range for resumed downloads). Tries
+    /// the configured mirrors first; a mirror that fails in any way hands over to the next
+    /// endpoint, the registry itself last.
     pub(crate) async fn get_with(
         &self,
         r: &Reference,
@@ -85,17 +88,42 @@ impl RegistryClient {
         headers: &HeaderMap,
         ctx: &ErrorContext,
     ) -> Result<Response> {
-        let mut req = Request::new(Method::GET, self.repo_url(r, path));
-        req.headers = headers.clone();
-        let resp = self
-            .send(r, &[pull_scope(r.repository())], req, ctx)
-            .await?;
-        self.success(resp, ctx).await
+        let endpoints = self.pull_endpoints(r);
+        let last = endpoints.len().saturating_sub(1);
+        for (i, ep) in endpoints.iter().enumerate() {
+            let ep_ctx = if ep.is_mirror {
+                ErrorContext {
+                    registry: ep.host.clone(),
+                    ..ctx.clone()
+                }
+            } else {
+                ctx.clone()
+            };
+            let mut req = Request::new(Method::GET, self.repo_url(ep, r, path));
+            req.headers = headers.clone();
+            let attempt = async {
+                let resp = self
+                    .send(ep, &[pull_scope(r.repository())], req, &ep_ctx)
+                    .await?;
+                self.success(resp, &ep_ctx).await
+            };
+            match attempt.await {
+                Ok(resp) => return Ok(resp),
+                Err(e) if i < last => {
+                    warn!(mirror = %ep.host, error = %e, "mirror failed; trying the next endpoint");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Err(RegistryError::InvalidContent {
+            ctx: Box::new(ctx.clone()),
+            reason: "no endpoint to pull from".into(),
+        })
     }
 
-    /// `<base>/v2/<repository>/<path>`.
-    pub(crate) fn repo_url(&self, r: &Reference, path: &str) -> String {
-        format!("{}/v2/{}/{path}", self.base_url(r), r.repository())
+    /// `<endpoint>/v2/<repository>/<path>`.
+    pub(crate) fn repo_url(&self, ep: &Endpoint, r: &Reference, path: &str) -> String {
+        format!("{}/v2/{}/{path}", ep.base_url, r.repository())
     }
 
     /// Passes a success response through, or turns a failed one into a typed error.
@@ -107,29 +135,31 @@ impl RegistryClient {
         }
     }
 
-    /// Sends `req` to `r`'s registry with a token for `scopes`; answers a 401 once with the
-    /// response's own challenge (an expired token, or a registry that wants another scope).
-    /// Returns the response whatever its status.
+    /// Sends `req` to `ep` with a token for `scopes`; answers a 401 once with the response's
+    /// own challenge (an expired token, or a registry that wants another scope). Returns the
+    /// response whatever its status.
     pub(crate) async fn send(
         &self,
-        r: &Reference,
+        ep: &Endpoint,
         scopes: &[String],
         req: Request<'_>,
         ctx: &ErrorContext,
     ) -> Result<Response> {
-        let base = self.base_url(r);
+        let http = self.http(ep, ctx)?;
         let challenge = self
             .auth
-            .ping_cell(&base)
-            .get_or_try_init(|| self.ping(&base, ctx))
+            .ping_cell(&ep.base_url)
+            .get_or_try_init(|| self.ping(&http, ep, ctx))
             .await?
             .clone();
         let mut authz = match &challenge {
-            Some(c) => self.auth.authorize(&self.http, c, scopes, ctx).await?,
+            Some(c) => self.auth.authorize(&http, c, scopes, ctx).await?,
             None => None,
         };
 
-        let mut resp = self.send_retrying(&req, authz.as_ref(), ctx).await?;
+        let mut resp = self
+            .send_retrying(&http, ep, &req, authz.as_ref(), ctx)
+            .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             if let Some(c) = &challenge {
                 self.auth.invalidate(c, scopes, &ctx.registry);
@@ -140,9 +170,11 @@ impl RegistryClient {
                     url = req.url,
                     "401: re-authenticating with the response's challenge"
                 );
-                authz = self.auth.authorize(&self.http, c, scopes, ctx).await?;
+                authz = self.auth.authorize(&http, c, scopes, ctx).await?;
                 if authz.is_some() {
-                    resp = self.send_retrying(&req, authz.as_ref(), ctx).await?;
+                    resp = self
+                        .send_retrying(&http, ep, &req, authz.as_ref(), ctx)
+                        .await?;
                 }
             }
         }
@@ -196,52 +228,59 @@ impl RegistryClient {
         })
     }
 
-    /// Learns whether and how `base` wants authentication. Only connection failures are
+    /// Learns whether and how `ep` wants authentication. Only connection failures are
     /// errors: a registry whose `/v2/` says something odd is tried anonymously.
-    async fn ping(&self, base: &str, ctx: &ErrorContext) -> Result<Option<Challenge>> {
+    async fn ping(
+        &self,
+        http: &reqwest::Client,
+        ep: &Endpoint,
+        ctx: &ErrorContext,
+    ) -> Result<Option<Challenge>> {
         let ping_ctx = ErrorContext {
             op: Operation::Ping,
             object: String::new(),
             repository: String::new(),
             ..ctx.clone()
         };
-        let resp = self.ping_response(base, None, &ping_ctx).await?;
+        let resp = self.ping_response(http, ep, None, &ping_ctx).await?;
         let status = resp.status();
         let challenge = if status == StatusCode::UNAUTHORIZED {
             preferred_challenge(resp.headers())
         } else {
             None
         };
-        debug!(base, %status, ?challenge, "pinged registry");
+        debug!(base = ep.base_url, %status, ?challenge, "pinged registry");
         if !status.is_success() && challenge.is_none() {
-            warn!(base, %status, "registry /v2/ answered without a usable challenge; going anonymous");
+            warn!(base = ep.base_url, %status, "registry /v2/ answered without a usable challenge; going anonymous");
         }
         Ok(challenge)
     }
 
-    /// GET `<base>/v2/`, with `authz` when given.
+    /// GET `<endpoint>/v2/`, with `authz` when given.
     pub(crate) async fn ping_response(
         &self,
-        base: &str,
+        http: &reqwest::Client,
+        ep: &Endpoint,
         authz: Option<&Authorization>,
         ctx: &ErrorContext,
     ) -> Result<Response> {
-        let req = Request::new(Method::GET, format!("{base}/v2/"));
-        self.send_retrying(&req, authz, ctx).await
+        let req = Request::new(Method::GET, format!("{}/v2/", ep.base_url));
+        self.send_retrying(http, ep, &req, authz, ctx).await
     }
 
     /// Sends a request, retrying (when allowed) connection errors, 5xx (but 501) and 429 with
     /// exponential back-off.
     async fn send_retrying(
         &self,
+        http: &reqwest::Client,
+        ep: &Endpoint,
         req: &Request<'_>,
         authz: Option<&Authorization>,
         ctx: &ErrorContext,
     ) -> Result<Response> {
         let mut attempt = 0u32;
         loop {
-            let mut rb = self
-                .http
+            let mut rb = http
                 .request(req.method.clone(), &req.url)
                 .headers(req.headers.clone());
             if let Some(a) = authz {
@@ -259,6 +298,16 @@ impl RegistryClient {
                     tokio::time::sleep(wait).await;
                 }
                 Ok(resp) => return Ok(resp),
+                Err(e) if self.config.hosts.tls_hint(&e, &ep.host).is_some() => {
+                    // Retrying cannot fix a certificate; say what will.
+                    let hint = self.config.hosts.tls_hint(&e, &ep.host).unwrap_or_default();
+                    return Err(RegistryError::Tls {
+                        ctx: Box::new(ctx.clone()),
+                        url: req.url.clone(),
+                        hint,
+                        cause: e,
+                    });
+                }
                 Err(e) if retries_left && is_retryable_error(&e) => {
                     warn!(url = req.url, error = %e, attempt, ?delay, "request failed; retrying");
                     tokio::time::sleep(delay).await;
@@ -267,7 +316,7 @@ impl RegistryClient {
                     return Err(RegistryError::Transport {
                         ctx: Box::new(ctx.clone()),
                         url: req.url.clone(),
-                        source,
+                        cause: source,
                     })
                 }
             }

@@ -17,6 +17,7 @@ use super::RegistryClient;
 use crate::auth::{pull_scope, push_scope};
 use crate::digest::Digest;
 use crate::error::{ErrorContext, Operation, RegistryError, Result};
+use crate::hosts::Endpoint;
 use crate::oci::Descriptor;
 use crate::reference::Reference;
 
@@ -59,9 +60,15 @@ fn ctx(r: &Reference, op: Operation, digest: &Digest) -> ErrorContext {
 impl RegistryClient {
     /// Whether `r`'s repository has the blob `digest`.
     pub async fn blob_exists(&self, r: &Reference, digest: &Digest) -> Result<bool> {
+        let ep = self.push_endpoint(r);
         let c = ctx(r, Operation::CheckBlob, digest);
-        let req = Request::new(Method::HEAD, self.repo_url(r, &format!("blobs/{digest}")));
-        let resp = self.send(r, &[push_scope(r.repository())], req, &c).await?;
+        let req = Request::new(
+            Method::HEAD,
+            self.repo_url(&ep, r, &format!("blobs/{digest}")),
+        );
+        let resp = self
+            .send(&ep, &[push_scope(r.repository())], req, &c)
+            .await?;
         match resp.status() {
             s if s.is_success() => Ok(true),
             StatusCode::NOT_FOUND => Ok(false),
@@ -108,18 +115,23 @@ impl RegistryClient {
     }
 
     async fn mount_blob(&self, r: &Reference, digest: &Digest, from: &str) -> Result<Mounted> {
+        let ep = self.push_endpoint(r);
         let c = ctx(r, Operation::MountBlob, digest);
-        let url = self.repo_url(r, &format!("blobs/uploads/?mount={digest}&from={from}"));
+        let url = self.repo_url(
+            &ep,
+            r,
+            &format!("blobs/uploads/?mount={digest}&from={from}"),
+        );
         let req = Request::new(Method::POST, url).header(CONTENT_LENGTH, "0");
         // One token for both repositories, as the mount needs pull on the source.
         let scopes = [push_scope(r.repository()), pull_scope(from)];
-        let resp = self.send(r, &scopes, req, &c).await?;
+        let resp = self.send(&ep, &scopes, req, &c).await?;
         match resp.status() {
             StatusCode::CREATED => {
                 debug!(%digest, from, "blob mounted");
                 Ok(Mounted::Done)
             }
-            StatusCode::ACCEPTED => Ok(Mounted::Session(self.location(r, &resp, &c)?)),
+            StatusCode::ACCEPTED => Ok(Mounted::Session(self.location(&ep, &resp, &c)?)),
             // distribution refuses a mount whose source the token cannot read with 401/403
             // (Harbor with an upload session instead); either way, uploading still works.
             s if s.is_client_error() && s != StatusCode::TOO_MANY_REQUESTS => {
@@ -132,13 +144,16 @@ impl RegistryClient {
 
     /// Opens an upload session; returns its URL.
     async fn start_upload(&self, r: &Reference, c: &ErrorContext) -> Result<String> {
-        let req = Request::new(Method::POST, self.repo_url(r, "blobs/uploads/"))
+        let ep = self.push_endpoint(r);
+        let req = Request::new(Method::POST, self.repo_url(&ep, r, "blobs/uploads/"))
             .header(CONTENT_LENGTH, "0");
-        let resp = self.send(r, &[push_scope(r.repository())], req, c).await?;
+        let resp = self
+            .send(&ep, &[push_scope(r.repository())], req, c)
+            .await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(self.status_error(resp, c).await);
         }
-        self.location(r, &resp, c)
+        self.location(&ep, &resp, c)
     }
 
     /// The upload's bytes in chunks, then the closing PUT with the digest.
@@ -150,6 +165,7 @@ impl RegistryClient {
         mut session: Option<String>,
         report: &Report,
     ) -> Result<()> {
+        let ep = self.push_endpoint(r);
         let c = ctx(r, Operation::UploadBlob, &desc.digest);
         let scopes = [push_scope(r.repository())];
         let mut failures = 0u32;
@@ -171,17 +187,17 @@ impl RegistryClient {
                     .header(CONTENT_RANGE, &format!("{}-{}", offset, offset + len - 1))
                     .body(&body_fn)
                     .no_retry();
-                let outcome = self.send(r, &scopes, req, &c).await;
+                let outcome = self.send(&ep, &scopes, req, &c).await;
                 match outcome {
                     Ok(resp) if resp.status() == StatusCode::ACCEPTED => {
-                        url = self.location(r, &resp, &c)?;
+                        url = self.location(&ep, &resp, &c)?;
                         offset += len;
                         report(offset);
                         continue;
                     }
                     Ok(resp) if !retryable(&resp) => return Err(self.status_error(resp, &c).await),
                     Ok(resp) => warn!(url, status = %resp.status(), offset, "chunk upload failed"),
-                    Err(RegistryError::Transport { source: e, .. }) => {
+                    Err(RegistryError::Transport { cause: e, .. }) => {
                         warn!(url, error = %e, offset, "chunk upload broke off")
                     }
                     Err(e) => return Err(e),
@@ -212,7 +228,7 @@ impl RegistryClient {
             let sep = if url.contains('?') { '&' } else { '?' };
             let put_url = format!("{url}{sep}digest={}", desc.digest);
             let req = Request::new(Method::PUT, put_url).header(CONTENT_LENGTH, "0");
-            let resp = self.send(r, &scopes, req, &c).await?;
+            let resp = self.send(&ep, &scopes, req, &c).await?;
             if resp.status().is_success() {
                 report(desc.size);
                 return Ok(());
@@ -235,9 +251,10 @@ impl RegistryClient {
         url: &str,
         c: &ErrorContext,
     ) -> Option<(String, u64)> {
+        let ep = self.push_endpoint(r);
         let req = Request::new(Method::GET, url.to_string());
         let resp = self
-            .send(r, &[push_scope(r.repository())], req, c)
+            .send(&ep, &[push_scope(r.repository())], req, c)
             .await
             .ok()?;
         if resp.status() != StatusCode::NO_CONTENT {
@@ -258,13 +275,13 @@ impl RegistryClient {
             None => 0,
         };
         let next = self
-            .location(r, &resp, c)
+            .location(&ep, &resp, c)
             .unwrap_or_else(|_| url.to_string());
         Some((next, have))
     }
 
     /// The absolute URL of an upload session from a response's Location header.
-    fn location(&self, r: &Reference, resp: &Response, c: &ErrorContext) -> Result<String> {
+    fn location(&self, ep: &Endpoint, resp: &Response, c: &ErrorContext) -> Result<String> {
         let loc = resp
             .headers()
             .get(LOCATION)
@@ -273,7 +290,7 @@ impl RegistryClient {
                 ctx: Box::new(c.clone()),
                 reason: format!("HTTP {} without a Location header", resp.status()),
             })?;
-        let base = reqwest::Url::parse(&format!("{}/", self.base_url(r))).map_err(|e| {
+        let base = reqwest::Url::parse(&format!("{}/", ep.base_url)).map_err(|e| {
             RegistryError::InvalidContent {
                 ctx: Box::new(c.clone()),
                 reason: format!("bad registry URL: {e}"),

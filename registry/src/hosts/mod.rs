@@ -99,8 +99,47 @@ impl HostsConfig {
             .filter_map(|key| self.hosts.get(key))
     }
 
-    /// True when `host` is reached over plain HTTP: loopback, or configured so.
+    /// True when `host` is reached over plain HTTP: configured so, or loopback — unless TLS
+    /// material is configured for it (a CA, a key pair, skip-verify, or a certs.d directory),
+    /// which says the local registry speaks HTTPS.
     pub fn is_plain_http(&self, host: &str) -> bool {
-        is_loopback(host) || self.entries(host).any(|s| s.plain_http)
+        if self.entries(host).any(|s| s.plain_http) {
+            return true;
+        }
+        is_loopback(host) && !self.has_tls_material(host)
+    }
+
+    fn has_tls_material(&self, host: &str) -> bool {
+        self.entries(host)
+            .any(|s| s.skip_verify || !s.ca_files.is_empty() || !s.client_keypairs.is_empty())
+            || self.certs_dir.join(host).is_dir()
+    }
+}
+
+#[cfg(test)]
+mod loopback_tests {
+    use super::*;
+
+    #[test]
+    fn loopback_with_tls_material_speaks_https() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hosts = HostsConfig {
+            certs_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
+        assert!(hosts.is_plain_http("127.0.0.1:5443"));
+        std::fs::create_dir(dir.path().join("127.0.0.1:5443")).unwrap();
+        assert!(!hosts.is_plain_http("127.0.0.1:5443"));
+        assert!(hosts.is_plain_http("127.0.0.1:5000"));
+        hosts.hosts.insert(
+            "localhost".into(),
+            HostSettings {
+                skip_verify: true,
+                ..Default::default()
+            },
+        );
+        assert!(!hosts.is_plain_http("localhost:7000"));
+        hosts.add_plain_http(["localhost:7000"]);
+        assert!(hosts.is_plain_http("localhost:7000"));
     }
 }

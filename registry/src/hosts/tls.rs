@@ -169,7 +169,7 @@ mod tests {
         c.hosts.insert(
             "docker.io".into(),
             HostSettings {
-                mirrors: vec!["m.lan".into(), "127.0.0.1:5001".into()],
+                mirrors: vec!["m.lan".into(), "http://127.0.0.1:5001".into()],
                 ..Default::default()
             },
         );
