@@ -274,3 +274,45 @@ async fn basic_auth_registry() {
     let e = creds("wrong").resolve(&r, &any).await.unwrap_err();
     assert!(matches!(e, RegistryError::Unauthorized { .. }), "{e}");
 }
+
+#[tokio::test]
+async fn dead_mirror_falls_back_to_the_registry_once() {
+    skip_unless_ready!();
+    let reg = Registry::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut layout = Layout::new(work.path());
+    let image = layout.image("linux", "amd64", None, "via upstream");
+    layout.tag(&image.manifest, "v1");
+    reg.push(work.path(), "v1", "lib/app:v1", false, None);
+
+    // Nothing listens on port 1: the mirror is down.
+    let mut hosts = kiln_registry::hosts::HostsConfig::default();
+    hosts.hosts.insert(
+        reg.host.clone(),
+        kiln_registry::hosts::HostSettings {
+            mirrors: vec!["127.0.0.1:1".into()],
+            ..Default::default()
+        },
+    );
+    let client = RegistryClient::new(RegistryConfig {
+        hosts,
+        retry_base_delay: std::time::Duration::from_millis(20),
+        ..Default::default()
+    })
+    .unwrap();
+    let r = reference(&reg, "lib/app:v1");
+    let resolved = client
+        .resolve(&r, &Platform::new("linux", "amd64", None))
+        .await
+        .unwrap();
+    assert_eq!(resolved.manifest_digest, image.manifest.digest);
+    // Later requests skip the dead mirror at once.
+    let t = std::time::Instant::now();
+    let bytes = collect(&client, &r, &image.layer, true).await;
+    assert_eq!(bytes, image.layer_bytes);
+    assert!(
+        t.elapsed() < std::time::Duration::from_millis(100),
+        "{:?}",
+        t.elapsed()
+    );
+}

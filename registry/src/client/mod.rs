@@ -92,6 +92,10 @@ pub struct RegistryClient {
     clients: Arc<HttpClients>,
     config: Arc<RegistryConfig>,
     auth: Arc<Authenticator>,
+    /// Mirrors that could not be reached, and when: skipped for a while instead of costing
+    /// every request its connection retries.
+    unreachable_mirrors:
+        Arc<std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>>,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -117,6 +121,7 @@ impl RegistryClient {
             clients,
             config: Arc::new(config),
             auth,
+            unreachable_mirrors: Arc::default(),
         })
     }
 

@@ -15,6 +15,8 @@ use crate::reference::Reference;
 
 /// Error bodies are read for their message only; never more than this.
 const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// An unreachable mirror is left alone this long before it is tried again.
+const MIRROR_RETRY_AFTER: Duration = Duration::from_secs(60);
 /// A server's Retry-After is honoured up to this long.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
 
@@ -88,7 +90,11 @@ impl RegistryClient {
         headers: &HeaderMap,
         ctx: &ErrorContext,
     ) -> Result<Response> {
-        let endpoints = self.pull_endpoints(r);
+        let endpoints: Vec<Endpoint> = self
+            .pull_endpoints(r)
+            .into_iter()
+            .filter(|ep| !ep.is_mirror || !self.mirror_is_down(&ep.host))
+            .collect();
         let last = endpoints.len().saturating_sub(1);
         for (i, ep) in endpoints.iter().enumerate() {
             let ep_ctx = if ep.is_mirror {
@@ -111,6 +117,14 @@ impl RegistryClient {
                 Ok(resp) => return Ok(resp),
                 Err(e) if i < last => {
                     warn!(mirror = %ep.host, error = %e, "mirror failed; trying the next endpoint");
+                    if matches!(
+                        e,
+                        RegistryError::Transport { .. }
+                            | RegistryError::Tls { .. }
+                            | RegistryError::Hosts { .. }
+                    ) {
+                        self.mark_mirror_down(&ep.host);
+                    }
                 }
                 Err(e) => return Err(e),
             }
@@ -119,6 +133,22 @@ impl RegistryClient {
             ctx: Box::new(ctx.clone()),
             reason: "no endpoint to pull from".into(),
         })
+    }
+
+    fn mirror_is_down(&self, host: &str) -> bool {
+        let down = self
+            .unreachable_mirrors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        down.get(host)
+            .is_some_and(|at| at.elapsed() < MIRROR_RETRY_AFTER)
+    }
+
+    fn mark_mirror_down(&self, host: &str) {
+        self.unreachable_mirrors
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(host.to_string(), std::time::Instant::now());
     }
 
     /// `<endpoint>/v2/<repository>/<path>`.
