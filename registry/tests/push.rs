@@ -115,6 +115,27 @@ async fn pushes_skips_and_mounts() {
         .iter()
         .all(|(_, how)| *how == BlobPushed::Mounted));
 
+    // A mount from a repository that lacks the blob gets an upload session (202), used as is.
+    let fresh = layout.image("linux", "amd64", None, "not in proj/app");
+    let via_session = client
+        .push_image(
+            &reference(&reg, "proj/third:v1"),
+            media_type::OCI_MANIFEST,
+            Bytes::from(fresh.manifest_bytes.clone()),
+            blobs_of(&layout, &fresh, Some("proj/app")),
+            &opts,
+        )
+        .await
+        .unwrap();
+    assert!(via_session
+        .blobs
+        .iter()
+        .all(|(_, how)| *how == BlobPushed::Uploaded));
+    assert_eq!(
+        skopeo_digest(&reg, "proj/third:v1"),
+        fresh.manifest.digest.to_string()
+    );
+
     // And it pulls back whole.
     let resolved = client.resolve(&other, &Platform::host()).await.unwrap();
     assert_eq!(resolved.manifest_digest, image.manifest.digest);
