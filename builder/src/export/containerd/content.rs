@@ -201,7 +201,14 @@ async fn write(
         ))))
     }
     .await;
-    // The reader's own failure (the file) explains a broken stream better than the stream.
+    // The reader's own failure (the file) explains a broken stream better than the stream;
+    // a reader still blocked on a failed call is just stopped.
+    if !feeder.is_finished() {
+        if let Err(e) = result {
+            feeder.abort();
+            return Err(e);
+        }
+    }
     let fed = feeder.await;
     match fed {
         Ok(Err(e)) => return Err(WriteFailed::Local(e)),
