@@ -3,8 +3,9 @@
 #
 # Runs Debian's containerd (1.6) with its own config: root, state, gRPC socket, pid file and log
 # all live under $KILN_TEST_DIR/containerd (default /var/lib/kiln-test/containerd), so it never
-# touches a system containerd on /run/containerd. The CRI plugin is disabled (it only warns about
-# CNI and relabels images). `start` is idempotent and returns once `ctr version` answers on the
+# touches a system containerd on /run/containerd. The CRI plugin is loaded (it warns about the
+# missing CNI config, and labels images in k8s.io as kubelet's would be); KILN_CONTAINERD_CRI=0
+# disables it. `start` is idempotent and returns once `ctr version` answers on the
 # socket; `socket` prints the socket path (what KILN_TEST_CONTAINERD wants).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -34,11 +35,16 @@ our_pid() {
 
 write_config() {
   mkdir -p "$DIR/root" "$DIR/state"
+  # The CRI plugin is what kubelet talks to; it labels the images it sees in k8s.io
+  # (io.cri-containerd.image=managed), which the containerd export tests check. Without CNI
+  # config it only warns. KILN_CONTAINERD_CRI=0 leaves it out.
+  local DISABLED=''
+  [ "${KILN_CONTAINERD_CRI:-1}" = 0 ] && DISABLED='"io.containerd.grpc.v1.cri"'
   cat > "$CONFIG" <<TOML
 version = 2
 root = "$DIR/root"
 state = "$DIR/state"
-disabled_plugins = ["io.containerd.grpc.v1.cri"]
+disabled_plugins = [$DISABLED]
 
 [grpc]
   address = "$SOCK"

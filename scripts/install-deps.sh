@@ -11,7 +11,7 @@ set -euo pipefail
 need_root "apt-get and cgroup mounts"
 
 PKGS=(runc crun docker-registry skopeo umoci busybox-static curl apache2-utils openssl python3
-  ca-certificates iproute2 time containerd "$@")
+  ca-certificates iproute2 time containerd protobuf-compiler "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -32,7 +32,7 @@ pub struct BuildArgs {
     /// Progress output: auto, plain, tty, or quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
-    /// Output destination: type=image|oci|docker|local|tar[,dest=PATH][,name=NAME]; repeatable.
+    /// Output destination: type=image|oci|docker|local|tar|containerd[,dest=PATH][,name=NAME][,namespace=NS][,address=SOCK][,unpack=BOOL]; repeatable.
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
     /// Push the image to the registry its name (-t) says (shorthand for --output=type=registry).
@@ -146,6 +146,9 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
                             "pushed {}: digest {} ({} layer(s) uploaded, {} already there, {} mounted)",
                             p.name, p.digest, p.uploaded, p.existed, p.mounted
                         );
+                    }
+                    for c in &outcome.containerd {
+                        eprintln!("{}", super::export::report(c));
                     }
                 }
             }

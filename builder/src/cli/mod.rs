@@ -1,6 +1,7 @@
 //! The `kiln` command line: clap commands and the progress renderers.
 
 mod build;
+mod export;
 mod images;
 mod progress;
 mod registry;
@@ -88,6 +89,9 @@ pub enum Command {
     Push(registry::PushArgs),
     /// Pull an image from a registry.
     Pull(registry::PullArgs),
+    /// Export a stored image elsewhere (containerd).
+    #[command(subcommand)]
+    Export(export::ExportCommand),
     /// Show an image's history.
     History {
         name: String,
@@ -190,6 +194,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::History { name, no_trunc } => images::history(&engine, &name, no_trunc),
         Command::Push(args) => registry::push(engine, args).await,
         Command::Pull(args) => registry::pull(engine, args).await,
+        Command::Export(cmd) => export::run(engine, cmd).await,
         Command::Login(_) | Command::Logout { .. } => Ok(()),
     }
 }

@@ -11,6 +11,7 @@ use kiln_solver::llb::Platform;
 use super::resolver::EngineResolver;
 use super::{Engine, PushSpec};
 use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
+use crate::export::containerd::{ContainerdOutcome, ContainerdTarget};
 use crate::export::image::{build_image, load_built, BuiltImage};
 use crate::export::layers::LayerPolicy;
 use crate::layer::Compression;
@@ -45,6 +46,11 @@ pub enum OutputSpec {
     Local { dest: PathBuf },
     /// The final filesystem as a tarball.
     Tar { dest: PathBuf },
+    /// An image in containerd (kubelet's `k8s.io` namespace by default), unpacked.
+    Containerd {
+        names: Vec<String>,
+        target: ContainerdTarget,
+    },
 }
 
 impl OutputSpec {
@@ -123,9 +129,24 @@ impl OutputSpec {
             "tar" => OutputSpec::Tar {
                 dest: need_dest(dest)?,
             },
+            "containerd" => {
+                if names.is_empty() {
+                    return Err("output type=containerd needs a name (name=NAME or -t)".into());
+                }
+                let d = ContainerdTarget::default();
+                OutputSpec::Containerd {
+                    names,
+                    target: ContainerdTarget {
+                        address: kv.remove("address").unwrap_or(d.address),
+                        namespace: kv.remove("namespace").unwrap_or(d.namespace),
+                        unpack: flag(&mut kv, "unpack", true)?,
+                        snapshotter: kv.remove("snapshotter").unwrap_or(d.snapshotter),
+                    },
+                }
+            }
             other => {
                 return Err(format!(
-                    "unknown output type {other:?} (expected image, registry, oci, docker, local or tar)"
+                    "unknown output type {other:?} (expected image, registry, oci, docker, local, tar or containerd)"
                 ))
             }
         };
@@ -165,6 +186,8 @@ pub enum BuildError {
     Name(String, String),
     #[error(transparent)]
     Push(#[from] super::push::PushError),
+    #[error(transparent)]
+    Containerd(#[from] super::containerd::ContainerdExportError),
 }
 
 /// A failed step, with the Dockerfile it came from (to show the failing lines).
@@ -180,6 +203,8 @@ pub struct BuildOutcome {
     pub names: Vec<String>,
     /// What was pushed, per name.
     pub pushes: Vec<super::PushOutcome>,
+    /// What went into containerd, per `type=containerd` output.
+    pub containerd: Vec<ContainerdOutcome>,
 }
 
 fn partial_path(dest: &Path) -> PathBuf {
@@ -305,6 +330,7 @@ impl Engine {
         let mut images = HashMap::new();
         let mut image = None;
         let mut pushes = Vec::new();
+        let mut to_containerd = Vec::new();
         for out in &outputs {
             let img = match out {
                 OutputSpec::Image { push, .. } => {
@@ -329,9 +355,17 @@ impl Engine {
                         .await?,
                     )
                 }
+                // As the image store has it: containerd's differ takes uncompressed layers.
+                OutputSpec::Containerd { .. } => Some(
+                    self.image_for(&root, &plan.image, LayerPolicy::Cheapest, &mut images)
+                        .await?,
+                ),
                 _ => None,
             };
             self.export_one(out, img.as_ref(), &root).await?;
+            if let (OutputSpec::Containerd { names, target }, Some(img)) = (out, img.as_ref()) {
+                to_containerd.push(self.export_to_containerd(img, names, target).await?);
+            }
             if let (
                 OutputSpec::Image {
                     names: out_names,
@@ -353,6 +387,7 @@ impl Engine {
             image,
             names,
             pushes,
+            containerd: to_containerd,
         })
     }
 
@@ -466,6 +501,8 @@ impl Engine {
                 }
                 res?;
             }
+            // Done by build(), which keeps what it did for the report.
+            OutputSpec::Containerd { .. } => {}
             OutputSpec::Local { dest } | OutputSpec::Tar { dest } => {
                 let mp = self.worker().mountpoint().map_err(export_err)?;
                 let guard = match root {

@@ -2,6 +2,7 @@
 //! The CLI runs it in-process; the daemon (later) will share the same type.
 
 pub mod build;
+pub mod containerd;
 mod lock;
 pub(crate) mod pull;
 pub mod push;

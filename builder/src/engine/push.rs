@@ -202,7 +202,7 @@ impl Engine {
     /// Makes every blob of `manifest` present in the content store: lazy layers are made
     /// again from their snapshots, blobs of a base image never downloaded are fetched from
     /// where they came from.
-    async fn ensure_blobs(
+    pub(crate) async fn ensure_blobs(
         &self,
         manifest: &Manifest,
         prep: &(dyn Fn(String) -> PushError + Sync),

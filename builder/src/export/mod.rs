@@ -2,6 +2,7 @@
 //! OCI/docker archive, a directory or a tarball.
 
 pub mod archive;
+pub mod containerd;
 pub mod image;
 pub mod layers;
 pub mod local;

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Mutex;
 
 /// The namespace every archive test imports into.
@@ -100,35 +100,9 @@ pub fn containerd(test: &str) -> Option<Containerd> {
     })
 }
 
-fn ctr_command(sock: &str, args: &[&str]) -> Command {
-    let mut c = Command::new("timeout");
-    c.args([
-        CTR_TIMEOUT,
-        "ctr",
-        "--address",
-        sock,
-        "--namespace",
-        NAMESPACE,
-    ])
-    .args(args);
-    c
-}
-
-/// Runs ctr; its stdout, or an error with everything it printed.
+/// Runs ctr in the archive tests' namespace; its stdout, or an error with everything it printed.
 fn ctr_output(sock: &str, args: &[&str]) -> Result<String, String> {
-    let out: Output = ctr_command(sock, args)
-        .output()
-        .map_err(|e| format!("running ctr: {e}"))?;
-    if out.status.success() {
-        Ok(String::from_utf8_lossy(&out.stdout).to_string())
-    } else {
-        Err(format!(
-            "ctr {args:?} failed ({}):\n{}{}",
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ))
-    }
+    ctr_in(sock, NAMESPACE, args)
 }
 
 fn lines(s: &str) -> Vec<String> {
@@ -239,5 +213,25 @@ impl Drop for Containerd {
                 sh.started_here = false;
             }
         }
+    }
+}
+
+/// Runs ctr in namespace `ns` (not the archive tests' one); its stdout, or an error with
+/// everything it printed.
+pub fn ctr_in(sock: &str, ns: &str, args: &[&str]) -> Result<String, String> {
+    let out = Command::new("timeout")
+        .args([CTR_TIMEOUT, "ctr", "--address", sock, "--namespace", ns])
+        .args(args)
+        .output()
+        .map_err(|e| format!("running ctr: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    } else {
+        Err(format!(
+            "ctr -n {ns} {args:?} failed ({}):\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
     }
 }

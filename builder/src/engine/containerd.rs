@@ -1,0 +1,153 @@
+//! Exporting a built or stored image into containerd: kiln's side (blobs made present in the
+//! content store, names normalised); the gRPC work is crate::export::containerd's.
+
+use std::sync::Arc;
+
+use kiln_registry::oci::{Descriptor, Manifest};
+
+use super::Engine;
+use crate::export::containerd::{
+    export, Blob, ContainerdError, ContainerdOutcome, ContainerdTarget, ImageBlobs,
+};
+use crate::export::image::{load_built, BuiltImage};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerdExportError {
+    #[error("invalid image name {0:?}: {1}")]
+    Name(String, String),
+    #[error("no such image: {0}")]
+    NoImage(String),
+    #[error("exporting {name} to containerd: {msg}")]
+    Prepare { name: String, msg: String },
+    #[error(transparent)]
+    Containerd(#[from] ContainerdError),
+}
+
+impl Engine {
+    /// Exports the stored image `name` to containerd under `as_names` (default: `name`).
+    pub async fn export_stored_to_containerd(
+        self: &Arc<Self>,
+        name: &str,
+        as_names: &[String],
+        target: &ContainerdTarget,
+    ) -> Result<ContainerdOutcome, ContainerdExportError> {
+        let canonical = super::normalize_name(name)
+            .map_err(|e| ContainerdExportError::Name(name.into(), e.to_string()))?;
+        let rec = self
+            .images
+            .get(&canonical)
+            .ok()
+            .flatten()
+            .ok_or_else(|| ContainerdExportError::NoImage(name.to_string()))?;
+        let img =
+            load_built(&self.content, &rec.digest).map_err(|e| ContainerdExportError::Prepare {
+                name: canonical.clone(),
+                msg: e.to_string(),
+            })?;
+        let names = if as_names.is_empty() {
+            vec![canonical]
+        } else {
+            as_names.to_vec()
+        };
+        self.export_to_containerd(&img, &names, target).await
+    }
+
+    /// Exports `img` to containerd under `names`: its blobs as the store has them (lazy layers
+    /// made first; containerd's differ reads uncompressed and compressed layers alike).
+    pub async fn export_to_containerd(
+        self: &Arc<Self>,
+        img: &BuiltImage,
+        names: &[String],
+        target: &ContainerdTarget,
+    ) -> Result<ContainerdOutcome, ContainerdExportError> {
+        let names = names
+            .iter()
+            .map(|n| {
+                super::normalize_name(n)
+                    .map_err(|e| ContainerdExportError::Name(n.clone(), e.to_string()))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let label = names
+            .first()
+            .cloned()
+            .unwrap_or_else(|| img.manifest.digest.to_string());
+        let prep = |msg: String| ContainerdExportError::Prepare {
+            name: label.clone(),
+            msg,
+        };
+        let manifest: Manifest =
+            serde_json::from_slice(&img.manifest_bytes).map_err(|e| prep(e.to_string()))?;
+        let push_prep = |msg: String| super::push::PushError::Prepare {
+            name: label.clone(),
+            msg,
+        };
+        self.ensure_blobs(&manifest, &push_prep)
+            .await
+            .map_err(|e| prep(e.to_string()))?;
+        let diff_ids = &img.config.rootfs.diff_ids;
+        if diff_ids.len() != manifest.layers.len() {
+            return Err(prep(format!(
+                "the manifest has {} layers but the config {} diff IDs",
+                manifest.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        let blob = |d: &Descriptor| -> Result<Blob, ContainerdExportError> {
+            let local = kiln_solver::llb::Digest::parse(&d.digest.to_string())
+                .ok_or_else(|| prep(format!("unsupported digest {}", d.digest)))?;
+            Ok(Blob {
+                media_type: d.media_type.clone(),
+                digest: d.digest.to_string(),
+                size: d.size,
+                path: self.content.path(&local),
+            })
+        };
+        let blobs = ImageBlobs {
+            manifest: blob(&img.manifest)?,
+            config: blob(&manifest.config)?,
+            layers: manifest
+                .layers
+                .iter()
+                .zip(diff_ids)
+                .map(|(l, d)| Ok((blob(l)?, d.clone())))
+                .collect::<Result<_, ContainerdExportError>>()?,
+        };
+        Ok(export(target, &blobs, &names).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::OutputSpec;
+
+    #[test]
+    fn output_spec_containerd() {
+        let tags = vec!["app:1".to_string()];
+        let o = OutputSpec::parse("type=containerd", &tags).unwrap();
+        assert_eq!(
+            o,
+            OutputSpec::Containerd {
+                names: tags.clone(),
+                target: ContainerdTarget::default(),
+            }
+        );
+        let o = OutputSpec::parse(
+            "type=containerd,namespace=ci,address=/tmp/c.sock,unpack=false,name=x:2",
+            &[],
+        )
+        .unwrap();
+        let OutputSpec::Containerd { names, target } = o else {
+            panic!("{o:?}")
+        };
+        assert_eq!(names, ["x:2"]);
+        assert_eq!(target.namespace, "ci");
+        assert_eq!(target.address, "/tmp/c.sock");
+        assert!(!target.unpack);
+        assert!(OutputSpec::parse("type=containerd", &[])
+            .unwrap_err()
+            .contains("needs a name"));
+        assert!(OutputSpec::parse("type=containerd,unpack=maybe", &tags).is_err());
+        assert!(OutputSpec::parse("type=containerd,bogus=1", &tags).is_err());
+    }
+}
