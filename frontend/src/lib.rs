@@ -4,11 +4,12 @@
 pub mod dockerignore;
 pub mod image;
 pub mod instructions;
+pub mod lint;
 pub mod lower;
 pub mod parser;
 pub mod resolver;
 pub mod shell;
 
 pub use image::ImageConfig;
-pub use lower::{lower, BuildPlan, BuildRequest, FrontendError, SourceLocation};
+pub use lower::{check, lower, BuildPlan, BuildRequest, FrontendError, SourceLocation};
 pub use resolver::{ImageMetaResolver, ResolvedImage};

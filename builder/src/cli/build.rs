@@ -9,6 +9,7 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use kiln_solver::engine::Progress;
 
+use super::checks::{check_report, print_build_warnings};
 use super::progress::{render_source_excerpt, Mode, Renderer};
 use crate::engine::{BuildOptions, Engine, OutputSpec, PushSpec};
 
@@ -41,6 +42,9 @@ pub struct BuildArgs {
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
+    /// Only run the build checks and print their findings (exit status 1 if there are any).
+    #[arg(long)]
+    pub check: bool,
     /// Build context directory.
     pub context: PathBuf,
 }
@@ -106,6 +110,14 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         outputs,
     };
+    if args.check {
+        let warnings = crate::engine::build::check(&opts)?;
+        print!("{}", check_report(&warnings));
+        if warnings.is_empty() {
+            return Ok(());
+        }
+        return Err(super::Exit(1).into());
+    }
 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     let (stop_display, stop) = tokio::sync::oneshot::channel();
@@ -129,6 +141,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
     let shown = renderer.await.unwrap_or_default();
     match result {
         Ok(outcome) => {
+            print_build_warnings(&outcome.warnings);
             if let Some(img) = &outcome.image {
                 if args.quiet {
                     println!("{}", img.manifest.digest);
@@ -168,6 +181,13 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
                 eprint!("{}", render_source_excerpt(&filename, &dockerfile, lines));
             }
             Err(anyhow!("failed to solve: {error}"))
+        }
+        Err(crate::engine::build::BuildError::Frontend(kiln_frontend::FrontendError::Checks {
+            message,
+            warnings,
+        })) => {
+            print_build_warnings(&warnings);
+            Err(anyhow!("failed to solve: {message}"))
         }
         Err(e) => {
             tracing::debug!("build failed: {e:?}");

@@ -1,6 +1,7 @@
 //! The `kiln` command line: clap commands and the progress renderers.
 
 mod build;
+mod checks;
 mod export;
 mod images;
 mod progress;
@@ -145,11 +146,17 @@ fn registry_config(cli: &Cli) -> anyhow::Result<RegistryConfig> {
     })
 }
 
+/// Ends the command with this exit status, having said everything already (no `ERROR:`).
+#[derive(Debug, thiserror::Error)]
+#[error("exit status {0}")]
+pub struct Exit(pub i32);
+
 async fn run(cli: Cli) -> i32 {
     let debug = cli.debug;
     let res = dispatch(cli).await;
     match res {
         Ok(()) => 0,
+        Err(e) if e.is::<Exit>() => e.downcast_ref::<Exit>().map_or(1, |x| x.0),
         Err(e) => {
             if debug {
                 eprintln!("ERROR: {e:?}");

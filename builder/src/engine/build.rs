@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use kiln_frontend::lint::CheckWarning;
 use kiln_frontend::{BuildRequest, FrontendError};
 use kiln_solver::engine::{Progress, SolveError, SolveOptions};
 use kiln_solver::llb::Platform;
@@ -205,6 +206,40 @@ pub struct BuildOutcome {
     pub pushes: Vec<super::PushOutcome>,
     /// What went into containerd, per `type=containerd` output.
     pub containerd: Vec<ContainerdOutcome>,
+    /// Build-check findings, to show after the build.
+    pub warnings: Vec<CheckWarning>,
+}
+
+/// The Dockerfile of a build: its path, text and the name errors show.
+fn read_dockerfile(opts: &BuildOptions) -> Result<(PathBuf, String, String), BuildError> {
+    let path = opts
+        .dockerfile
+        .clone()
+        .unwrap_or_else(|| opts.context.join("Dockerfile"));
+    let text = std::fs::read_to_string(&path).map_err(|source| BuildError::Read {
+        path: path.clone(),
+        source,
+    })?;
+    let filename = path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_else(|| "Dockerfile".into());
+    Ok((path, text, filename))
+}
+
+/// `kiln build --check`: the build checks' findings, without resolving images or building.
+pub fn check(opts: &BuildOptions) -> Result<Vec<CheckWarning>, BuildError> {
+    let (_, dockerfile, filename) = read_dockerfile(opts)?;
+    let req = BuildRequest {
+        dockerfile,
+        filename,
+        build_args: opts.build_args.clone(),
+        target: opts.target.clone(),
+        platform: Platform::linux_amd64(),
+        build_platform: Platform::linux_amd64(),
+        dockerignore: Vec::new(),
+    };
+    Ok(kiln_frontend::check(&req)?)
 }
 
 fn partial_path(dest: &Path) -> PathBuf {
@@ -248,19 +283,7 @@ impl Engine {
         opts: BuildOptions,
         progress: Progress,
     ) -> Result<BuildOutcome, BuildError> {
-        let dockerfile_path = opts
-            .dockerfile
-            .clone()
-            .unwrap_or_else(|| opts.context.join("Dockerfile"));
-        let dockerfile =
-            std::fs::read_to_string(&dockerfile_path).map_err(|source| BuildError::Read {
-                path: dockerfile_path.clone(),
-                source,
-            })?;
-        let filename = dockerfile_path
-            .file_name()
-            .map(|f| f.to_string_lossy().to_string())
-            .unwrap_or_else(|| "Dockerfile".into());
+        let (dockerfile_path, dockerfile, filename) = read_dockerfile(&opts)?;
         let dockerignore =
             crate::worker::context::read_dockerignore(&opts.context, Some(&dockerfile_path))
                 .map_err(|e| BuildError::Read {
@@ -278,9 +301,6 @@ impl Engine {
         };
         let resolver = EngineResolver(self.clone());
         let plan = kiln_frontend::lower(&req, &resolver).await?;
-        for w in &plan.warnings {
-            tracing::warn!("{w}");
-        }
 
         self.worker()
             .contexts
@@ -388,6 +408,7 @@ impl Engine {
             names,
             pushes,
             containerd: to_containerd,
+            warnings: plan.warnings,
         })
     }
 

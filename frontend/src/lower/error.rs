@@ -87,6 +87,12 @@ pub enum FrontendError {
         location: SourceLocation,
         message: String,
     },
+    /// Build checks found problems and the check configuration says `error=true`.
+    #[error("{message}")]
+    Checks {
+        message: String,
+        warnings: Vec<crate::lint::CheckWarning>,
+    },
     /// Semantically wrong (bad --chmod, multiple sources to a non-directory, …).
     #[error("{location}\n{message}")]
     Invalid {
@@ -106,7 +112,7 @@ impl FrontendError {
             | FrontendError::CircularDependency { location, .. }
             | FrontendError::Unsupported { location, .. }
             | FrontendError::Invalid { location, .. } => Some(location),
-            FrontendError::TargetNotFound { .. } => None,
+            FrontendError::TargetNotFound { .. } | FrontendError::Checks { .. } => None,
         }
     }
 }

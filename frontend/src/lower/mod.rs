@@ -2,6 +2,7 @@
 //! (`dockerfile2llb/convert.go`): stages, ARG scoping, target pruning, one function per
 //! instruction.
 
+mod checks;
 mod copy;
 mod dispatch;
 mod error;
@@ -16,10 +17,12 @@ use kiln_solver::llb::{Definition, Input, NodeMeta, Op, Platform, SourceOp};
 
 use crate::image::ImageConfig;
 use crate::instructions::{self, Command, Instruction, Stage};
+use crate::lint::{self, CheckWarning};
 use crate::parser;
 use crate::resolver::{ImageMetaResolver, ResolvedImage};
 use crate::shell::{LexOptions, Lexer};
 
+pub use checks::check;
 pub use error::{FrontendError, SourceLocation};
 use state::StageState;
 
@@ -47,7 +50,8 @@ pub struct BuildPlan {
     pub definition: Definition,
     pub root: Option<Input>,
     pub image: ImageConfig,
-    pub warnings: Vec<String>,
+    /// Build-check findings not skipped by the check configuration.
+    pub warnings: Vec<CheckWarning>,
 }
 
 /// Where a stage starts from.
@@ -75,7 +79,6 @@ pub(crate) struct Lowering<'a> {
     pub(crate) req: &'a BuildRequest,
     pub(crate) lexer: Lexer,
     pub(crate) def: Definition,
-    pub(crate) warnings: Vec<String>,
     pub(crate) global_args: Vec<(String, String)>,
     context: Option<Input>,
     /// Resolved `--from=<image>` / `from=<image>` sources, by name as written.
@@ -89,23 +92,12 @@ pub async fn lower(
     req: &BuildRequest,
     resolver: &dyn ImageMetaResolver,
 ) -> Result<BuildPlan, FrontendError> {
-    let df = parser::parse(&req.dockerfile).map_err(|e| FrontendError::Syntax {
-        location: SourceLocation::new(&req.filename, &req.dockerfile, e.start_line, e.end_line),
-        message: e.message,
-    })?;
-    let parsed = instructions::parse_stages(&df).map_err(|e| FrontendError::Instruction {
-        location: SourceLocation::new(&req.filename, &req.dockerfile, e.start_line, e.end_line),
-        message: e.message,
-    })?;
+    let (df, parsed) = parse_request(req)?;
+    let (warnings, check_config) = checks::run_checks(req, &df)?;
     let mut lw = Lowering {
         req,
         lexer: Lexer::new(df.escape),
         def: Definition::new(),
-        warnings: df
-            .warnings
-            .iter()
-            .map(|w| format!("line {}: {}", w.line, w.message))
-            .collect(),
         global_args: Vec::new(),
         context: None,
         images: BTreeMap::new(),
@@ -150,12 +142,57 @@ pub async fn lower(
     st.image.os = req.platform.os.clone();
     st.image.architecture = req.platform.architecture.clone();
     st.image.variant = req.platform.variant.clone();
+    // `error=true`: the findings fail the build, once the Dockerfile is known to be valid.
+    if check_config.error && !warnings.is_empty() {
+        return Err(FrontendError::Checks {
+            message: lint::violation_message(&warnings),
+            warnings,
+        });
+    }
     Ok(BuildPlan {
         definition: lw.def,
         root: st.root,
         image: st.image,
-        warnings: lw.warnings,
+        warnings,
     })
+}
+
+/// The request's Dockerfile, parsed and split into stages of typed instructions.
+pub(crate) fn parse_request(
+    req: &BuildRequest,
+) -> Result<(parser::Dockerfile, instructions::Stages), FrontendError> {
+    let df = parser::parse(&req.dockerfile).map_err(|e| FrontendError::Syntax {
+        location: SourceLocation::new(&req.filename, &req.dockerfile, e.start_line, e.end_line),
+        message: e.message,
+    })?;
+    let parsed = instructions::parse_stages(&df).map_err(|e| FrontendError::Instruction {
+        location: SourceLocation::new(&req.filename, &req.dockerfile, e.start_line, e.end_line),
+        message: e.message,
+    })?;
+    Ok((df, parsed))
+}
+
+/// The ARGs every build defines (platforms, target stage), before `--build-arg` overrides.
+pub(crate) fn predefined_args(req: &BuildRequest) -> Vec<(String, String)> {
+    let t = &req.platform;
+    let b = &req.build_platform;
+    let target = req.target.clone().unwrap_or_else(|| "default".into());
+    [
+        ("BUILDPLATFORM", format!("{}/{}", b.os, b.architecture)),
+        ("BUILDOS", b.os.clone()),
+        ("BUILDOSVERSION", String::new()),
+        ("BUILDARCH", b.architecture.clone()),
+        ("BUILDVARIANT", b.variant.clone().unwrap_or_default()),
+        ("TARGETPLATFORM", t.to_string()),
+        ("TARGETOS", t.os.clone()),
+        ("TARGETOSVERSION", String::new()),
+        ("TARGETARCH", t.architecture.clone()),
+        ("TARGETVARIANT", t.variant.clone().unwrap_or_default()),
+        ("TARGETSTAGE", target),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
 }
 
 impl<'a> Lowering<'a> {
@@ -238,25 +275,9 @@ impl<'a> Lowering<'a> {
     /// BuildKit's `defaultArgs` + `buildMetaArgs`: platform ARGs, then the ARGs before the
     /// first FROM (build args override defaults; defaults expand against earlier ones).
     fn init_global_args(&mut self, meta: &[Instruction]) -> Result<(), FrontendError> {
-        let t = &self.req.platform;
-        let b = &self.req.build_platform;
-        let target = self.req.target.clone().unwrap_or_else(|| "default".into());
-        let defaults = [
-            ("BUILDPLATFORM", format!("{}/{}", b.os, b.architecture)),
-            ("BUILDOS", b.os.clone()),
-            ("BUILDOSVERSION", String::new()),
-            ("BUILDARCH", b.architecture.clone()),
-            ("BUILDVARIANT", b.variant.clone().unwrap_or_default()),
-            ("TARGETPLATFORM", t.to_string()),
-            ("TARGETOS", t.os.clone()),
-            ("TARGETOSVERSION", String::new()),
-            ("TARGETARCH", t.architecture.clone()),
-            ("TARGETVARIANT", t.variant.clone().unwrap_or_default()),
-            ("TARGETSTAGE", target),
-        ];
-        for (k, v) in defaults {
-            let v = self.req.build_args.get(k).cloned().unwrap_or(v);
-            state::add_or_replace(&mut self.global_args, k, &v);
+        for (k, v) in predefined_args(self.req) {
+            let v = self.req.build_args.get(&k).cloned().unwrap_or(v);
+            state::add_or_replace(&mut self.global_args, &k, &v);
         }
         for ins in meta {
             let Command::Arg(decls) = &ins.command else {

@@ -427,3 +427,43 @@ fn heredoc_shebang_runs_as_a_file() {
         "[2/2] RUN <<EOF (#!/bin/sh...)"
     );
 }
+
+#[test]
+fn build_checks_warn_and_fail_with_error_true() {
+    let p = plan("FROM busybox\nCMD echo hi\n");
+    let names: Vec<_> = p.warnings.iter().map(|w| w.rule.name).collect();
+    assert_eq!(names, ["JSONArgsRecommended"]);
+    assert_eq!(p.warnings[0].location.start_line, 2);
+
+    let src = "# check=error=true\nFROM busybox\nCMD echo hi\n";
+    match run(req(src)).0 {
+        Err(FrontendError::Checks { message, warnings }) => {
+            assert_eq!(
+                message,
+                "lint violation found for rules: JSONArgsRecommended"
+            );
+            assert_eq!(warnings.len(), 1);
+        }
+        other => panic!("expected a check failure, got {other:?}"),
+    }
+    // The build argument replaces the directive.
+    let mut r = req(src);
+    r.build_args.insert(
+        "BUILDKIT_DOCKERFILE_CHECK".into(),
+        "skip=JSONArgsRecommended;error=true".into(),
+    );
+    assert!(run(r).0.expect("skipped rule").warnings.is_empty());
+    let bad = run(req("# check=skip\nFROM busybox\n")).0;
+    assert!(matches!(bad, Err(FrontendError::Syntax { .. })), "{bad:?}");
+}
+
+#[test]
+fn check_needs_no_resolver() {
+    let ws = check(&req("FROM nowhere/missing as Base\nMAINTAINER me\n")).expect("valid");
+    let names: Vec<_> = ws.iter().map(|w| w.rule.name).collect();
+    assert_eq!(
+        names,
+        ["FromAsCasing", "StageNameCasing", "MaintainerDeprecated"]
+    );
+    assert!(check(&req("FROM a\nFROBNICATE\n")).is_err());
+}
