@@ -42,21 +42,28 @@ class Kiln:
     def start(self):
         os.makedirs(self.root, exist_ok=True)
 
-    def build(self, ctx, tag, no_cache):
-        # /usr/bin/time -v reports the peak RSS of kiln itself (children are runc and the
+    def run(self, args, env=None):
+        """Runs `kiln --root R --state S ARGS...` under /usr/bin/time; returns its peak RSS in
+        KiB (0 if unknown) and keeps the largest seen in peak_rss_kb."""
+        # /usr/bin/time reports the peak RSS of kiln itself (children are runc and the
         # containers, which a daemon-based builder would not count either).
         rss_file = os.path.join(os.path.dirname(self.log), "kiln.rss")
         argv = ["/usr/bin/time", "-f", "%M", "-o", rss_file, self.binary, "--root", self.root,
-                "--state", self.state, "build", "--progress", "plain",
-                "--build-arg", "BASE=" + self.base, "-t", tag]
-        if no_cache:
-            argv.append("--no-cache")
-        run_logged(argv + [ctx], self.log)
+                "--state", self.state] + list(args)
+        run_logged(argv, self.log, env=env)
         try:
             with open(rss_file) as f:
-                self.peak_rss_kb = max(self.peak_rss_kb, int(f.read().split()[-1]))
+                rss = int(f.read().split()[-1])
         except (OSError, ValueError, IndexError):
-            pass
+            return 0
+        self.peak_rss_kb = max(self.peak_rss_kb, rss)
+        return rss
+
+    def build(self, ctx, tag, no_cache):
+        argv = ["build", "--progress", "plain", "--build-arg", "BASE=" + self.base, "-t", tag]
+        if no_cache:
+            argv.append("--no-cache")
+        self.run(argv + [ctx])
 
     def stop(self):
         pass

@@ -158,6 +158,33 @@ def unmount_under(path):
         subprocess.call(["umount", "-l", mp], stderr=subprocess.DEVNULL)
 
 
+def kiln_binary(path):
+    """`path`, or the release binary of this checkout, built now."""
+    if path:
+        return path
+    sh(["cargo", "build", "--release", "-p", "kiln", "--manifest-path", os.path.join(REPO, "Cargo.toml")])
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
+    return os.path.join(target, "release", "kiln")
+
+
+def work_dir(path, prefix):
+    """The scratch directory: `path` (--work), else a new one under /var/tmp (not /tmp: it may
+    be a tmpfs, and 400 MB of context plus several image stores add up)."""
+    work = path or tempfile.mkdtemp(prefix=prefix, dir="/var/tmp")
+    os.makedirs(work, exist_ok=True)
+    print("work dir: %s" % work, flush=True)
+    return work
+
+
+def clean_up(work, opts, logs):
+    """Unmounts what is left under `work`, then keeps it (--keep, --work) or deletes it."""
+    unmount_under(work)
+    if opts.keep or opts.work:
+        print("kept %s (logs: %s)" % (work, logs))
+    else:
+        subprocess.call(["rm", "-rf", "--one-file-system", work])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=3, help="timed runs per row (median reported)")
@@ -184,16 +211,8 @@ def main():
         deps += ["docker.io", "buildah"]
     sh(deps)
     sh([os.path.join(REPO, "scripts", "base-images.sh")])
-    kiln = opts.kiln
-    if not kiln:
-        sh(["cargo", "build", "--release", "-p", "kiln", "--manifest-path", os.path.join(REPO, "Cargo.toml")])
-        target = os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target"))
-        kiln = os.path.join(target, "release", "kiln")
-
-    # Not /tmp: it may be a tmpfs, and 400 MB of context plus three builders' stores add up.
-    work = opts.work or tempfile.mkdtemp(prefix="kiln-bench-", dir="/var/tmp")
-    os.makedirs(work, exist_ok=True)
-    print("work dir: %s" % work, flush=True)
+    kiln = kiln_binary(opts.kiln)
+    work = work_dir(opts.work, "kiln-bench-")
     blds = [builders.Kiln(kiln, work, opts.base)]
     if not opts.no_docker:
         if builders.Docker.available():
@@ -224,11 +243,7 @@ def main():
                 b.stop()
         print_table(rows, results, blds[0].peak_rss_kb)
     finally:
-        unmount_under(work)
-        if opts.keep or opts.work:
-            print("kept %s (logs: kiln.log, docker.log, buildah.log)" % work)
-        else:
-            subprocess.call(["rm", "-rf", "--one-file-system", work])
+        clean_up(work, opts, "kiln.log, docker.log, buildah.log")
     return 0
 
 
