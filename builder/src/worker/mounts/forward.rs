@@ -53,3 +53,35 @@ pub fn forward(
     });
     Ok(Forward { task })
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::MetadataExt;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn relays_to_the_agent_with_the_asked_owner_and_mode() {
+        let tmp = tempfile::tempdir().unwrap();
+        let agent = tmp.path().join("agent.sock");
+        let real = UnixListener::bind(&agent).unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = real.accept().await.unwrap();
+            let mut buf = [0u8; 4];
+            s.read_exact(&mut buf).await.unwrap();
+            s.write_all(&buf).await.unwrap();
+        });
+        let at = tmp.path().join("fwd.sock");
+        let fwd = forward(agent, &at, 0o640, 0, 0).unwrap();
+        let meta = std::fs::metadata(&at).unwrap();
+        assert_eq!(meta.mode() & 0o7777, 0o640);
+        let mut c = UnixStream::connect(&at).await.unwrap();
+        c.write_all(b"ping").await.unwrap();
+        let mut back = [0u8; 4];
+        c.read_exact(&mut back).await.unwrap();
+        assert_eq!(&back, b"ping");
+        drop(fwd);
+    }
+}

@@ -177,6 +177,7 @@ pub fn parse_ssh(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn env(k: &str) -> Option<String> {
         match k {
@@ -197,7 +198,7 @@ mod tests {
     fn secret_forms() {
         let (id, s) = parse_secret("id=a,src=/x/y", &env).unwrap();
         assert_eq!(id, "a");
-        assert!(matches!(s, SecretSource::File(p) if p == PathBuf::from("/x/y")));
+        assert!(matches!(s, SecretSource::File(p) if p == Path::new("/x/y")));
         let (_, s) = parse_secret("id=a,env=TOKEN", &env).unwrap();
         assert_eq!(value(&s), Some(&b"t0k"[..]));
         let (_, s) = parse_secret("type=env,id=TOKEN", &env).unwrap();
@@ -205,7 +206,7 @@ mod tests {
         let (_, s) = parse_secret("id=TOKEN", &env).unwrap();
         assert_eq!(value(&s), Some(&b"t0k"[..]));
         let (_, s) = parse_secret("id=other", &env).unwrap();
-        assert!(matches!(s, SecretSource::File(p) if p == PathBuf::from("other")));
+        assert!(matches!(s, SecretSource::File(p) if p == Path::new("other")));
         assert!(parse_secret("src=/x", &env).is_err());
         assert!(parse_secret("id=a,env=NOPE", &env).is_err());
         assert!(parse_secret("id=a,type=weird", &env).is_err());
