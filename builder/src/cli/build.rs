@@ -12,6 +12,7 @@ use kiln_solver::engine::Progress;
 use super::checks::{check_report, print_build_warnings};
 use super::progress::{render_source_excerpt, Mode, Renderer};
 use crate::engine::{BuildOptions, Engine, OutputSpec, PushSpec};
+use crate::worker::mounts::{parse_secret, parse_ssh, BuildSession};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -39,6 +40,14 @@ pub struct BuildArgs {
     /// Push the image to the registry its name (-t) says (shorthand for --output=type=registry).
     #[arg(long)]
     pub push: bool,
+    /// Secret for RUN --mount=type=secret: id=ID,src=PATH or id=ID,env=VAR (type=file|env);
+    /// repeatable.
+    #[arg(long = "secret")]
+    pub secrets: Vec<String>,
+    /// SSH agent for RUN --mount=type=ssh: default, ID=SOCKET or ID=KEYFILE[,KEYFILE]
+    /// (`default`/ID alone forward $SSH_AUTH_SOCK); repeatable.
+    #[arg(long = "ssh")]
+    pub ssh: Vec<String>,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -65,6 +74,21 @@ fn parse_build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(out)
+}
+
+/// The secrets and agents the build may use, from `--secret` and `--ssh`.
+fn session(args: &BuildArgs) -> Result<BuildSession> {
+    let getenv = |k: &str| std::env::var(k).ok();
+    let mut session = BuildSession::default();
+    for s in &args.secrets {
+        let (id, src) = parse_secret(s, &getenv)?;
+        session.secrets.insert(id, src);
+    }
+    for s in &args.ssh {
+        let (id, src) = parse_ssh(s, &getenv)?;
+        session.ssh.insert(id, src);
+    }
+    Ok(session)
 }
 
 pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
@@ -109,6 +133,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         target: args.target.clone(),
         no_cache: args.no_cache,
         outputs,
+        session: Arc::new(session(&args)?),
     };
     if args.check {
         let warnings = crate::engine::build::check(&opts)?;

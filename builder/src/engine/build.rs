@@ -16,6 +16,7 @@ use crate::export::containerd::{ContainerdOutcome, ContainerdTarget};
 use crate::export::image::{build_image, load_built, BuiltImage};
 use crate::export::layers::LayerPolicy;
 use crate::layer::Compression;
+use crate::worker::mounts::BuildSession;
 use crate::worker::ops::WorkRef;
 use crate::worker::snapshot::Snapshotter;
 use kiln_frontend::ImageConfig;
@@ -168,6 +169,8 @@ pub struct BuildOptions {
     pub target: Option<String>,
     pub no_cache: bool,
     pub outputs: Vec<OutputSpec>,
+    /// `--secret` and `--ssh`: what RUN --mount=type=secret|ssh may use.
+    pub session: Arc<BuildSession>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -307,6 +310,17 @@ impl Engine {
             .lock()
             .map_err(export_err)?
             .insert("context".into(), opts.context.clone());
+        *self.worker().session.lock().map_err(export_err)? = opts.session.clone();
+        // Agents started for this build stop with it, whatever way the solve ends.
+        struct EndSession<'a>(&'a Engine);
+        impl Drop for EndSession<'_> {
+            fn drop(&mut self) {
+                if let Ok(mut s) = self.0.worker().session.lock() {
+                    *s = Arc::default();
+                }
+            }
+        }
+        let end_session = EndSession(self);
         let root = match &plan.root {
             None => WorkRef::Scratch,
             Some(input) => {
@@ -332,6 +346,7 @@ impl Engine {
                 r
             }
         };
+        drop(end_session);
 
         let mut names = Vec::new();
         for t in &opts.tags {

@@ -24,6 +24,7 @@ use crate::store::content::ContentStore;
 use crate::store::images::ImageStore;
 use crate::worker::checksum::ChecksumCache;
 use crate::worker::exec::RuncExecutor;
+use crate::worker::mounts::CacheMounts;
 use crate::worker::ops::KilnWorker;
 use crate::worker::snapshot::OverlaySnapshotter;
 
@@ -113,6 +114,8 @@ impl Engine {
             Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
         let cache =
             Arc::new(SqliteCacheStore::open(&opts.root.join("cache.db")).map_err(store_err)?);
+        let secrets_dir = opts.state.join("secrets");
+        crate::worker::mounts::secretdir::cleanup_stale(&secrets_dir);
         let worker = Arc::new(KilnWorker {
             content: content.clone(),
             snapshots: snapshots.clone(),
@@ -121,6 +124,10 @@ impl Engine {
             checksums,
             records: cache.clone(),
             contexts: Default::default(),
+            cache_mounts: Arc::new(CacheMounts::new(opts.root.join("cache-mounts"))),
+            secrets_dir,
+            agents_dir: opts.state.join("ssh-agents"),
+            session: Default::default(),
         });
         Ok(Engine {
             opts,

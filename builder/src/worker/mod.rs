@@ -4,6 +4,8 @@ pub mod context;
 pub mod exec;
 pub mod fileop;
 pub mod image_source;
+pub mod mounts;
 pub mod ops;
 pub mod prefetch;
+mod run_mounts;
 pub mod snapshot;

@@ -7,13 +7,12 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use kiln_solver::engine::{CacheMap, VertexCtx, Worker, WorkerError};
-use kiln_solver::llb::{
-    CopyAction, Digest, ExecOp, FileAction, FileOp, MountKind, Node, Op, SourceOp,
-};
+use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, FileOp, Node, Op, SourceOp};
 
 use super::checksum::ChecksumCache;
-use super::exec::{ExecSpec, Executor, ExitOutcome, ExtraMount, RuncExecutor};
+use super::exec::{ExecSpec, Executor, ExitOutcome, RuncExecutor};
 use super::fileop::SourceTree;
+use super::mounts::{BuildSession, CacheMounts};
 use super::snapshot::{Active, MountGuard, OverlaySnapshotter, SnapshotId, Snapshotter};
 use crate::store::content::ContentStore;
 
@@ -76,6 +75,14 @@ pub struct KilnWorker {
     pub records: Arc<dyn kiln_solver::cache::CacheStore>,
     /// Local directories of the current builds, by name (`context`).
     pub contexts: Mutex<HashMap<String, PathBuf>>,
+    /// Persistent `RUN --mount=type=cache` directories.
+    pub cache_mounts: Arc<CacheMounts>,
+    /// Where each run's private secret tmpfs is mounted (runtime state).
+    pub secrets_dir: PathBuf,
+    /// Where agents started for `--ssh ID=KEY` put their sockets (runtime state).
+    pub agents_dir: PathBuf,
+    /// Secrets and SSH agents of the current build (like `contexts`, one build at a time).
+    pub session: Mutex<Arc<BuildSession>>,
 }
 
 /// An active snapshot that is aborted unless committed: on errors and on cancellation (the
@@ -143,7 +150,10 @@ impl KilnWorker {
     }
 
     /// Mounts a solved input read-only; `None` for an empty tree.
-    fn mount_input(&self, r: &WorkRef) -> Result<(PathBuf, Option<MountGuard>), WorkerError> {
+    pub(crate) fn mount_input(
+        &self,
+        r: &WorkRef,
+    ) -> Result<(PathBuf, Option<MountGuard>), WorkerError> {
         match r {
             WorkRef::Scratch => {
                 let p = self.mountpoint()?;
@@ -180,43 +190,13 @@ impl KilnWorker {
                 .snapshots
                 .mount(prepared.active()?, &rootfs)
                 .map_err(other)?;
-            let mut extra = Vec::new();
-            let mut guards = Vec::new();
-            for m in &e.mounts[1..] {
-                match &m.kind {
-                    MountKind::Bind => {
-                        let src = match m.input {
-                            Some(i) => inputs
-                                .get(i)
-                                .ok_or_else(|| other("bad input index"))?
-                                .clone(),
-                            None => WorkRef::Scratch,
-                        };
-                        let (path, g) = self.mount_input(&src)?;
-                        guards.extend(g);
-                        let sel = m.selector.trim_start_matches('/');
-                        let source = if sel.is_empty() { path } else { path.join(sel) };
-                        extra.push(ExtraMount::Bind {
-                            source,
-                            dest: m.dest.clone(),
-                            readonly: m.readonly,
-                        });
-                    }
-                    MountKind::Tmpfs { size } => extra.push(ExtraMount::Tmpfs {
-                        dest: m.dest.clone(),
-                        size: *size,
-                    }),
-                    other_kind => {
-                        return Err(Box::new(OpError::Unsupported(format!(
-                            "RUN --mount of kind {other_kind:?}"
-                        ))) as WorkerError)
-                    }
-                }
-            }
+            let mounts = self.run_mounts(e, inputs).await?;
+            let mut env = e.meta.env.clone();
+            env.extend(mounts.env.iter().cloned());
             let spec = ExecSpec {
                 rootfs: rootfs.clone(),
                 args: e.meta.args.clone(),
-                env: e.meta.env.clone(),
+                env,
                 cwd: e.meta.cwd.clone(),
                 user: e.meta.user.clone(),
                 hostname: e
@@ -226,7 +206,7 @@ impl KilnWorker {
                     .unwrap_or_else(|| "buildkitsandbox".into()),
                 network: e.network,
                 security: e.security,
-                mounts: extra,
+                mounts: mounts.extra.clone(),
             };
             let vv = v.clone();
             let outcome = self
@@ -238,7 +218,7 @@ impl KilnWorker {
                 )
                 .await
                 .map_err(other)?;
-            drop(guards);
+            drop(mounts);
             drop(guard);
             let cmd = e.meta.args.join(" ");
             match outcome {
@@ -338,6 +318,17 @@ impl Worker for KilnWorker {
         let mut cm = CacheMap::for_node(node);
         match &node.op {
             Op::Source(SourceOp::Local { .. }) => cm.cacheable = false,
+            Op::Exec(e) => {
+                for (slot, dep) in cm
+                    .deps
+                    .iter_mut()
+                    .zip(self.exec_context_deps(e, inputs).await?)
+                {
+                    if dep.is_some() {
+                        *slot = dep;
+                    }
+                }
+            }
             Op::File(f) => {
                 // Build-context sources are keyed by a checksum of exactly what is copied.
                 for (i, r) in inputs.iter().enumerate() {

@@ -265,6 +265,9 @@ impl Lowering<'_> {
                     kind: MountKind::Cache {
                         id: m.id.clone().unwrap_or(dest),
                         sharing,
+                        mode: m.mode,
+                        uid: m.uid,
+                        gid: m.gid,
                     },
                 });
             }
@@ -315,9 +318,14 @@ impl Lowering<'_> {
                 });
             }
             MountType::Ssh => {
+                // BuildKit numbers the default sockets by their order among the RUN's ssh mounts.
+                let n = mounts
+                    .iter()
+                    .filter(|m| matches!(m.kind, MountKind::Ssh(_)))
+                    .count();
                 let dest = match &m.target {
                     Some(t) => abs(t),
-                    None => "/run/buildkit/ssh_agent.0".to_string(),
+                    None => format!("/run/buildkit/ssh_agent.{n}"),
                 };
                 if !env.iter().any(|e| e.starts_with("SSH_AUTH_SOCK=")) {
                     env.push(format!("SSH_AUTH_SOCK={dest}"));

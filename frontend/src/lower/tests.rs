@@ -360,7 +360,7 @@ fn run_mounts() {
     let e = exec_of(n);
     assert_eq!(e.mounts.len(), 5);
     assert!(
-        matches!(&e.mounts[1].kind, MountKind::Cache { id, sharing: CacheSharing::Shared } if id == "/c")
+        matches!(&e.mounts[1].kind, MountKind::Cache { id, sharing: CacheSharing::Shared, .. } if id == "/c")
     );
     assert_eq!(e.mounts[2].dest, "/w/t");
     assert_eq!(e.mounts[2].selector, "/s");
@@ -369,6 +369,30 @@ fn run_mounts() {
     assert_eq!(e.mounts[3].kind, MountKind::Tmpfs { size: None });
     assert_eq!(e.mounts[4].dest, "/run/secrets/tok");
     assert!(e.mounts[1..].iter().all(|m| m.output.is_none()));
+}
+
+#[test]
+fn run_mount_cache_owner_and_ssh_sockets() {
+    let p = plan("FROM busybox\nRUN --mount=type=cache,target=/c,uid=1000,gid=1001,mode=0700 --mount=type=ssh --mount=type=ssh,id=other make\n");
+    let e = exec_of(root_node(&p));
+    assert!(matches!(
+        &e.mounts[1].kind,
+        MountKind::Cache {
+            mode: Some(0o700),
+            uid: Some(1000),
+            gid: Some(1001),
+            ..
+        }
+    ));
+    assert_eq!(e.mounts[2].dest, "/run/buildkit/ssh_agent.0");
+    assert_eq!(e.mounts[3].dest, "/run/buildkit/ssh_agent.1");
+    let socks: Vec<_> = e
+        .meta
+        .env
+        .iter()
+        .filter(|v| v.starts_with("SSH_AUTH_SOCK="))
+        .collect();
+    assert_eq!(socks, ["SSH_AUTH_SOCK=/run/buildkit/ssh_agent.0"]);
 }
 
 #[test]

@@ -139,8 +139,20 @@ pub struct Mount {
 #[serde(rename_all = "snake_case")]
 pub enum MountKind {
     Bind,
-    Cache { id: String, sharing: CacheSharing },
-    Tmpfs { size: Option<u64> },
+    Cache {
+        id: String,
+        sharing: CacheSharing,
+        /// Owner and permissions of a newly created cache directory (default 0755, root).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        uid: Option<u32>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gid: Option<u32>,
+    },
+    Tmpfs {
+        size: Option<u64>,
+    },
     Secret(SecretMount),
     Ssh(SecretMount),
 }

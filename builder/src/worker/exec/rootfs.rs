@@ -74,6 +74,26 @@ impl Root {
         Ok(Some((dir, name)))
     }
 
+    /// The host path `path` names when resolved inside root (symlinks and `..` stay in it),
+    /// for handing a sub-path of a tree to a bind mount.
+    pub fn resolve(&self, path: &str) -> io::Result<PathBuf> {
+        let comps = components(path);
+        if comps.is_empty() {
+            return Ok(self.path.clone());
+        }
+        let fd = self.open_in(&comps, OFlags::PATH)?;
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+        let base = std::fs::canonicalize(&self.path)?;
+        if !real.starts_with(&base) {
+            // Only possible if the tree changed under us; never hand out an outside path.
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!("{path} resolves outside its tree"),
+            ));
+        }
+        Ok(real)
+    }
+
     /// Reads a regular file of at most `max` bytes; `None` when it does not exist.
     pub fn read_file(&self, path: &str, max: u64) -> io::Result<Option<Vec<u8>>> {
         let fd = match self.open_in(&components(path), OFlags::RDONLY) {
