@@ -16,7 +16,6 @@ use crate::export::image::{build_image, load_built, BuiltImage};
 use crate::export::layers::LayerPolicy;
 use crate::layer::Compression;
 use crate::worker::ops::WorkRef;
-use crate::worker::snapshot::Snapshotter;
 use kiln_frontend::ImageConfig;
 use kiln_solver::engine::Worker;
 use kiln_solver::llb::Digest;
@@ -422,7 +421,7 @@ impl Engine {
             None => {
                 let (snaps, root2, config) = (self.snapshots.clone(), root.clone(), config.clone());
                 let img = tokio::task::spawn_blocking(move || {
-                    build_image(&snaps, &content, &root2, config, policy)
+                    build_image(snaps.as_ref(), &content, &root2, config, policy)
                 })
                 .await
                 .map_err(export_err)?

@@ -25,7 +25,24 @@ use crate::store::images::ImageStore;
 use crate::worker::checksum::ChecksumCache;
 use crate::worker::exec::RuncExecutor;
 use crate::worker::ops::KilnWorker;
-use crate::worker::snapshot::OverlaySnapshotter;
+use crate::worker::snapshot::{
+    ContainerdSnapshotter, OverlaySnapshotter, SnapshotError, Snapshotter,
+};
+
+/// Which worker runs builds (`[worker] backend`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WorkerBackend {
+    /// kiln's own overlayfs snapshots and content store.
+    #[default]
+    Overlay,
+    /// containerd's snapshotter and content store (base images, build snapshots), so that an
+    /// export to containerd copies nothing containerd has.
+    Containerd {
+        address: String,
+        namespace: String,
+        snapshotter: String,
+    },
+}
 
 /// Where state lives; defaults as DESIGN.md says.
 #[derive(Clone, Debug)]
@@ -38,6 +55,7 @@ pub struct EngineOptions {
     pub runtime: String,
     /// How registries are reached: hosts, TLS, mirrors, credentials.
     pub registry: RegistryConfig,
+    pub worker: WorkerBackend,
 }
 
 impl Default for EngineOptions {
@@ -47,6 +65,7 @@ impl Default for EngineOptions {
             state: PathBuf::from("/run/kiln"),
             runtime: "runc".into(),
             registry: RegistryConfig::default(),
+            worker: WorkerBackend::Overlay,
         }
     }
 }
@@ -60,13 +79,15 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Store(String),
+    #[error("containerd worker: {0}")]
+    Containerd(SnapshotError),
 }
 
 pub struct Engine {
     pub opts: EngineOptions,
     pub content: Arc<ContentStore>,
     pub images: Arc<ImageStore>,
-    pub snapshots: Arc<OverlaySnapshotter>,
+    pub snapshots: Arc<dyn crate::worker::snapshot::Snapshotter>,
     pub registry: Arc<RegistryClient>,
     pub solver: Solver<KilnWorker>,
     _lock: RootLock,
@@ -93,11 +114,51 @@ impl Engine {
         })?;
         let content = Arc::new(ContentStore::new(opts.root.join("content")).map_err(store_err)?);
         let images = Arc::new(ImageStore::open(&opts.root.join("images.db")).map_err(store_err)?);
-        let snapshots = Arc::new(
-            OverlaySnapshotter::new(&opts.root, &opts.root.join("snapshots.db"), &opts.state)
-                .map_err(store_err)?,
-        );
-        if let Err(e) = crate::worker::snapshot::Snapshotter::cleanup_stale(snapshots.as_ref()) {
+        let (snapshots, containerd, cache_db) = match &opts.worker {
+            WorkerBackend::Overlay => {
+                let s = OverlaySnapshotter::new(
+                    &opts.root,
+                    &opts.root.join("snapshots.db"),
+                    &opts.state,
+                )
+                .map_err(store_err)?;
+                (
+                    Arc::new(s) as Arc<dyn Snapshotter>,
+                    None,
+                    opts.root.join("cache.db"),
+                )
+            }
+            WorkerBackend::Containerd {
+                address,
+                namespace,
+                snapshotter,
+            } => {
+                // Own snapshot ids and cache per containerd namespace and snapshotter: a cache
+                // record never names a snapshot of another backend.
+                let dir = opts
+                    .root
+                    .join("containerd")
+                    .join(namespace)
+                    .join(snapshotter);
+                mkdir(&dir)?;
+                let c = Arc::new(
+                    ContainerdSnapshotter::connect(
+                        address,
+                        namespace,
+                        snapshotter,
+                        &dir.join("snapshots.db"),
+                        &opts.state,
+                    )
+                    .map_err(EngineError::Containerd)?,
+                );
+                (
+                    c.clone() as Arc<dyn Snapshotter>,
+                    Some(c),
+                    dir.join("cache.db"),
+                )
+            }
+        };
+        if let Err(e) = snapshots.cleanup_stale() {
             tracing::warn!("cleaning up after an earlier crash: {e}");
         }
         let executor = Arc::new(RuncExecutor::new(
@@ -111,11 +172,11 @@ impl Engine {
         let registry = Arc::new(RegistryClient::new(opts.registry.clone()).map_err(store_err)?);
         let checksums =
             Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
-        let cache =
-            Arc::new(SqliteCacheStore::open(&opts.root.join("cache.db")).map_err(store_err)?);
+        let cache = Arc::new(SqliteCacheStore::open(&cache_db).map_err(store_err)?);
         let worker = Arc::new(KilnWorker {
             content: content.clone(),
             snapshots: snapshots.clone(),
+            containerd,
             executor,
             registry: registry.clone(),
             checksums,
