@@ -478,6 +478,18 @@ impl Engine {
                 } else {
                     ArchiveFormat::Docker
                 };
+                // Base layers the containerd worker left in containerd's content store only.
+                if self.worker().containerd.is_some() {
+                    let manifest: kiln_registry::oci::Manifest =
+                        serde_json::from_slice(&img.manifest_bytes).map_err(export_err)?;
+                    let prep = |msg: String| super::push::PushError::Prepare {
+                        name: dest.display().to_string(),
+                        msg,
+                    };
+                    self.ensure_blobs(&manifest, &prep)
+                        .await
+                        .map_err(export_err)?;
+                }
                 let ai = ArchiveImage {
                     names: normalize(names)?,
                     manifest: img.manifest.clone(),

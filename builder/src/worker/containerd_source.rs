@@ -120,9 +120,24 @@ pub(super) async fn pull_and_unpack(
     record_layers(c, &img.layers)
 }
 
+/// The top snapshot of a base image containerd has unpacked already, its layers recorded.
+pub(super) fn record_base(
+    w: &KilnWorker,
+    c: &ContainerdSnapshotter,
+    layers: &[&Descriptor],
+    diff_ids: &[String],
+) -> Result<Option<SnapshotId>, WorkerError> {
+    let blobs: Vec<(Blob, String)> = layers
+        .iter()
+        .zip(diff_ids)
+        .map(|(l, d)| (blob(w, l), d.clone()))
+        .collect();
+    record_layers(c, &blobs)
+}
+
 /// The kiln snapshots of an image containerd has unpacked, each with its layer memoised (its
 /// blob is containerd's): the top one, or None for an image without layers.
-pub(super) fn record_layers(
+fn record_layers(
     c: &ContainerdSnapshotter,
     layers: &[(Blob, String)],
 ) -> Result<Option<SnapshotId>, WorkerError> {

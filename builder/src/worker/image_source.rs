@@ -105,10 +105,8 @@ pub async fn unpack_image(
             break;
         }
     }
-    if have == chains.len() {
-        return Ok(parent);
-    }
-    if let Some(c) = &w.containerd {
+    // The containerd worker: blobs into containerd's content store, unpacked by containerd.
+    if let Some(c) = w.containerd.as_ref().filter(|_| have < chains.len()) {
         let desc = kiln_registry::oci::Descriptor::new(
             kiln_registry::oci::media_type::OCI_MANIFEST,
             kiln_registry::digest::Digest::parse(manifest_digest.as_str()).map_err(err)?,
@@ -125,6 +123,14 @@ pub async fn unpack_image(
             w, c, v, &r, &desc, &manifest, &layers, diff_ids,
         )
         .await;
+    }
+    if have == chains.len() {
+        // containerd may hold the chain from elsewhere (another kiln root, an image it
+        // unpacked): its layers are recorded, so exports name the image's own blobs.
+        if let Some(c) = &w.containerd {
+            return super::containerd_source::record_base(w, c, &layers, diff_ids);
+        }
+        return Ok(parent);
     }
 
     // Layers of images kiln built itself are made again from their snapshots.
