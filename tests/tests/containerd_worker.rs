@@ -91,7 +91,7 @@ impl Drop for Ns {
             .map(str::to_string)
             .collect();
         if !images.is_empty() {
-            let mut args = vec!["images", "rm"];
+            let mut args = vec!["images", "rm", "--sync"];
             args.extend(images.iter().map(String::as_str));
             let _ = ctr(&args);
         }
