@@ -263,6 +263,23 @@ fn containerd_worker_builds_in_containerd_and_exports_only_new_blobs() {
         n.run(&image2, &format!("kiln-e2e-worker-other-{pid}")),
         format!("run-{pid}\nother\n")
     );
+
+    // containerd collects what the worker kept once its lease is gone: the next build notices,
+    // pulls the base again and builds.
+    n.ctr(&["images", "rm", "--sync", &image, &image2]);
+    n.ctr(&["leases", "delete", "--sync", "kiln-worker"]);
+    assert!(n.snapshots().is_empty(), "{:?}", n.snapshots());
+    let out = kiln_build(
+        &other,
+        &n.flags(),
+        &["-t", &image2, "-o", &n.output()],
+        &ctx,
+    );
+    assert!(out.contains("pulling 1 layer(s) into containerd"), "{out}");
+    assert_eq!(
+        n.run(&image2, &format!("kiln-e2e-worker-again-{pid}")),
+        format!("run-{pid}\nother\n")
+    );
 }
 
 #[test]

@@ -114,7 +114,13 @@ impl ContainerdSnapshotter {
     /// snapshot; None when containerd has no committed snapshot of that name.
     fn adopt(&self, name: &str) -> Result<Option<SnapshotId>, SnapshotError> {
         if let Some(id) = self.meta.get_by_name(name)? {
-            return Ok(Some(id));
+            if self.alive(id)? {
+                return Ok(Some(id));
+            }
+            // containerd dropped it (the worker lease deleted, then GC): forget it and what
+            // was built on it, and look again.
+            tracing::info!(id, name, "containerd no longer has this snapshot");
+            self.forget(id)?;
         }
         let n = name.to_string();
         let stat = self.call(move |c| async move { c.stat(&n).await })?;
@@ -160,6 +166,28 @@ impl ContainerdSnapshotter {
                 Ok(Some(existing))
             }
         }
+    }
+
+    /// Whether containerd still has the snapshot `id` stands for (its GC may have taken it
+    /// once the worker lease was deleted; its dirs go later, so containerd is asked).
+    fn alive(&self, id: SnapshotId) -> Result<bool, SnapshotError> {
+        let Some(k) = self.keys.get(id)? else {
+            return Ok(false);
+        };
+        if !k.upper.is_dir() {
+            return Ok(false);
+        }
+        let stat = self.call(move |c| async move { c.stat(&k.key).await })?;
+        Ok(stat.is_some())
+    }
+
+    /// Drops the records of `id` and of every snapshot built on it (none of them usable).
+    fn forget(&self, id: SnapshotId) -> Result<(), SnapshotError> {
+        for child in self.meta.children(id)? {
+            self.forget(child)?;
+        }
+        self.keys.delete(id)?;
+        self.meta.delete(id)
     }
 
     /// The containerd name and chain ID for committing `active`, with the layer to memoise:
@@ -328,8 +356,8 @@ impl Snapshotter for ContainerdSnapshotter {
 
     fn exists(&self, id: SnapshotId) -> Result<bool, SnapshotError> {
         let live = matches!(self.meta.get(id)?, Some(r) if r.state != State::Removing);
-        // A snapshot containerd lost (its dir is gone) is no cache hit.
-        Ok(live && self.keys.get(id)?.is_some_and(|k| k.upper.is_dir()))
+        // A snapshot containerd lost is no cache hit.
+        Ok(live && self.alive(id)?)
     }
 
     fn parent(&self, id: SnapshotId) -> Result<Option<SnapshotId>, SnapshotError> {

@@ -174,6 +174,15 @@ impl Meta {
             .optional()?)
     }
 
+    pub fn children(&self, id: SnapshotId) -> Result<Vec<SnapshotId>, SnapshotError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM snapshots WHERE parent = ?1")?;
+        let ids = stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
+    }
+
     pub fn delete(&self, id: SnapshotId) -> Result<(), SnapshotError> {
         self.conn()
             .execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
