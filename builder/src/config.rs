@@ -9,6 +9,11 @@
 //! http = false        # plain HTTP
 //! insecure = false    # HTTPS without verifying the certificate
 //! ca = ["/etc/ssl/harbor-ca.pem"]
+//! [worker]
+//! backend = "containerd"   # default "overlay": kiln's own snapshots
+//! address = "/run/containerd/containerd.sock"
+//! namespace = "k8s.io"
+//! snapshotter = "overlayfs"
 //! [[registry."harbor.lan:8443".keypair]]
 //! key = "/etc/kiln/client.key"
 //! cert = "/etc/kiln/client.cert"
@@ -37,6 +42,43 @@ pub struct KilnConfig {
     /// `[registry."host[:port]"]`: settings per registry host.
     #[serde(default)]
     pub registry: BTreeMap<String, RegistrySection>,
+    /// `[worker]`: which worker runs builds.
+    #[serde(default)]
+    pub worker: WorkerSection,
+}
+
+/// The `[worker]` section.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSection {
+    #[serde(default)]
+    pub backend: Backend,
+    /// containerd's socket (containerd backend); `/run/containerd/containerd.sock` when unset.
+    pub address: Option<String>,
+    /// containerd namespace; `k8s.io` (kubelet's) when unset.
+    pub namespace: Option<String>,
+    /// containerd snapshotter; `overlayfs` when unset (the only one kiln can mount itself).
+    pub snapshotter: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// kiln's embedded worker: its own overlayfs snapshots and content store.
+    #[default]
+    Overlay,
+    /// containerd's snapshotter and content store.
+    Containerd,
+}
+
+impl Backend {
+    pub fn parse(s: &str) -> Option<Backend> {
+        match s {
+            "overlay" => Some(Backend::Overlay),
+            "containerd" => Some(Backend::Containerd),
+            _ => None,
+        }
+    }
 }
 
 /// One `[registry."host[:port]"]` section.
@@ -165,6 +207,34 @@ impl KilnConfig {
             }
         }
         Ok(config)
+    }
+
+    /// The worker `[worker]` describes, with the command line's `backend` and `address`
+    /// taking precedence.
+    pub fn worker_backend(
+        &self,
+        backend: Option<Backend>,
+        address: Option<&str>,
+    ) -> crate::engine::WorkerBackend {
+        use crate::export::containerd::{DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER};
+        let w = &self.worker;
+        match backend.unwrap_or(w.backend) {
+            Backend::Overlay => crate::engine::WorkerBackend::Overlay,
+            Backend::Containerd => crate::engine::WorkerBackend::Containerd {
+                address: address
+                    .map(str::to_string)
+                    .or_else(|| w.address.clone())
+                    .unwrap_or_else(|| DEFAULT_ADDRESS.into()),
+                namespace: w
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_NAMESPACE.into()),
+                snapshotter: w
+                    .snapshotter
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_SNAPSHOTTER.into()),
+            },
+        }
     }
 
     /// The registry host settings this config describes, with `extra_insecure` (the command
@@ -375,8 +445,11 @@ http = true
         let e = parse_err("certz = \"/x\"\n");
         assert!(e.contains("certz: ") && e.contains("line 1"), "{e}");
         // A section kiln does not have yet is an error too, not silently ignored.
+        let e = parse_err("[gc]\nkeep_storage = 2\n");
+        assert!(e.contains("unknown field `gc`"), "{e}");
+        // And an unknown key of a section kiln has.
         let e = parse_err("[worker]\nmax_parallelism = 2\n");
-        assert!(e.contains("unknown field `worker`"), "{e}");
+        assert!(e.contains("worker.max_parallelism: "), "{e}");
     }
 
     #[test]
@@ -453,5 +526,36 @@ http = true
         assert_eq!(toml_key("docker.io"), "\"docker.io\"");
         assert_eq!(toml_key("harbor"), "harbor");
         assert_eq!(toml_key(""), "\"\"");
+    }
+
+    #[test]
+    fn worker_section() {
+        let p = Path::new("/etc/kiln/kiln.toml");
+        let c = KilnConfig::parse("", p).unwrap();
+        assert_eq!(
+            c.worker_backend(None, None),
+            crate::engine::WorkerBackend::Overlay
+        );
+        let c = KilnConfig::parse(
+            "[worker]\nbackend = \"containerd\"\nnamespace = \"ci\"\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            c.worker_backend(None, Some("/tmp/c.sock")),
+            crate::engine::WorkerBackend::Containerd {
+                address: "/tmp/c.sock".into(),
+                namespace: "ci".into(),
+                snapshotter: "overlayfs".into(),
+            }
+        );
+        assert_eq!(
+            c.worker_backend(Some(Backend::Overlay), None),
+            crate::engine::WorkerBackend::Overlay
+        );
+        let err = KilnConfig::parse("[worker]\nbackend = \"docker\"\n", p).unwrap_err();
+        assert!(err.to_string().contains("worker.backend"), "{err}");
+        let err = KilnConfig::parse("[worker]\nadress = \"x\"\n", p).unwrap_err();
+        assert!(err.to_string().contains("adress"), "{err}");
     }
 }

@@ -161,7 +161,7 @@ pub async fn save(engine: &Engine, output: &Path, names: &[String]) -> Result<()
     }
     let (snaps, content) = (engine.snapshots.clone(), engine.content.clone());
     tokio::task::spawn_blocking(move || {
-        crate::export::layers::materialize(&snaps, &content, &layers)
+        crate::export::layers::materialize(snaps.as_ref(), &content, &layers)
     })
     .await??;
     let tmp = output.with_extension("kiln-partial");

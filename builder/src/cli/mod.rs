@@ -44,6 +44,17 @@ pub struct Cli {
     /// Registry host[:port] to reach over plain HTTP (localhost and 127.0.0.1 always are).
     #[arg(long = "insecure-registry", global = true)]
     pub insecure_registries: Vec<String>,
+    /// Worker backend: overlay (kiln's own snapshots, the default) or containerd (containerd's
+    /// snapshotter and content store; `[worker]` in the config file sets its details).
+    #[arg(long, global = true, env = "KILN_WORKER", value_parser = ["overlay", "containerd"])]
+    pub worker: Option<String>,
+    /// containerd's socket for `--worker containerd`.
+    #[arg(
+        long = "containerd-address",
+        global = true,
+        env = "KILN_CONTAINERD_ADDRESS"
+    )]
+    pub containerd_address: Option<String>,
     /// Verbose logs.
     #[arg(long, short = 'D', global = true)]
     pub debug: bool,
@@ -129,8 +140,10 @@ pub fn main() {
 }
 
 /// How kiln reaches registries: kiln's config file and flags, and docker's config.json.
-fn registry_config(cli: &Cli) -> anyhow::Result<RegistryConfig> {
-    let config = crate::config::KilnConfig::load(cli.config.as_deref())?;
+fn registry_config(
+    cli: &Cli,
+    config: &crate::config::KilnConfig,
+) -> anyhow::Result<RegistryConfig> {
     let credentials: Option<Arc<dyn CredentialProvider>> =
         match DockerConfigCredentials::load_default() {
             Ok(c) => Some(Arc::new(c)),
@@ -169,7 +182,8 @@ async fn run(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
-    let registry = registry_config(&cli)?;
+    let config = crate::config::KilnConfig::load(cli.config.as_deref())?;
+    let registry = registry_config(&cli, &config)?;
     // Credentials need no state directory: no engine for these.
     match cli.command {
         Command::Login(args) => {
@@ -187,6 +201,12 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         state: cli.state.clone(),
         runtime: cli.runtime.clone(),
         registry,
+        worker: config.worker_backend(
+            cli.worker
+                .as_deref()
+                .and_then(crate::config::Backend::parse),
+            cli.containerd_address.as_deref(),
+        ),
     };
     let engine = Arc::new(Engine::open(opts)?);
     match cli.command {

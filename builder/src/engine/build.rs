@@ -18,7 +18,6 @@ use crate::export::layers::LayerPolicy;
 use crate::layer::Compression;
 use crate::worker::mounts::BuildSession;
 use crate::worker::ops::WorkRef;
-use crate::worker::snapshot::Snapshotter;
 use kiln_frontend::ImageConfig;
 use kiln_solver::engine::Worker;
 use kiln_solver::llb::Digest;
@@ -458,7 +457,7 @@ impl Engine {
             None => {
                 let (snaps, root2, config) = (self.snapshots.clone(), root.clone(), config.clone());
                 let img = tokio::task::spawn_blocking(move || {
-                    build_image(&snaps, &content, &root2, config, policy)
+                    build_image(snaps.as_ref(), &content, &root2, config, policy)
                 })
                 .await
                 .map_err(export_err)?
@@ -515,6 +514,18 @@ impl Engine {
                 } else {
                     ArchiveFormat::Docker
                 };
+                // Base layers the containerd worker left in containerd's content store only.
+                if self.worker().containerd.is_some() {
+                    let manifest: kiln_registry::oci::Manifest =
+                        serde_json::from_slice(&img.manifest_bytes).map_err(export_err)?;
+                    let prep = |msg: String| super::push::PushError::Prepare {
+                        name: dest.display().to_string(),
+                        msg,
+                    };
+                    self.ensure_blobs(&manifest, &prep)
+                        .await
+                        .map_err(export_err)?;
+                }
                 let ai = ArchiveImage {
                     names: normalize(names)?,
                     manifest: img.manifest.clone(),

@@ -81,7 +81,19 @@ impl Engine {
             name: label.clone(),
             msg,
         };
-        self.ensure_blobs(&manifest, &push_prep)
+        // Blobs containerd has (base layers the containerd worker pulled there) are neither
+        // fetched nor made again here.
+        let digests: Vec<String> = manifest
+            .layers
+            .iter()
+            .map(|l| l.digest.to_string())
+            .collect();
+        let there = crate::export::containerd::present(target, &digests).await;
+        let mut wanted = manifest.clone();
+        wanted
+            .layers
+            .retain(|l| !there.contains(&l.digest.to_string()));
+        self.ensure_blobs(&wanted, &push_prep)
             .await
             .map_err(|e| prep(e.to_string()))?;
         let diff_ids = &img.config.rootfs.diff_ids;

@@ -26,7 +26,24 @@ use crate::worker::checksum::ChecksumCache;
 use crate::worker::exec::RuncExecutor;
 use crate::worker::mounts::CacheMounts;
 use crate::worker::ops::KilnWorker;
-use crate::worker::snapshot::OverlaySnapshotter;
+use crate::worker::snapshot::{
+    ContainerdSnapshotter, OverlaySnapshotter, SnapshotError, Snapshotter,
+};
+
+/// Which worker runs builds (`[worker] backend`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum WorkerBackend {
+    /// kiln's own overlayfs snapshots and content store.
+    #[default]
+    Overlay,
+    /// containerd's snapshotter and content store (base images, build snapshots), so that an
+    /// export to containerd copies nothing containerd has.
+    Containerd {
+        address: String,
+        namespace: String,
+        snapshotter: String,
+    },
+}
 
 /// Where state lives; defaults as DESIGN.md says.
 #[derive(Clone, Debug)]
@@ -39,6 +56,7 @@ pub struct EngineOptions {
     pub runtime: String,
     /// How registries are reached: hosts, TLS, mirrors, credentials.
     pub registry: RegistryConfig,
+    pub worker: WorkerBackend,
 }
 
 impl Default for EngineOptions {
@@ -48,6 +66,7 @@ impl Default for EngineOptions {
             state: PathBuf::from("/run/kiln"),
             runtime: "runc".into(),
             registry: RegistryConfig::default(),
+            worker: WorkerBackend::Overlay,
         }
     }
 }
@@ -61,13 +80,15 @@ pub enum EngineError {
     },
     #[error("{0}")]
     Store(String),
+    #[error("containerd worker: {0}")]
+    Containerd(SnapshotError),
 }
 
 pub struct Engine {
     pub opts: EngineOptions,
     pub content: Arc<ContentStore>,
     pub images: Arc<ImageStore>,
-    pub snapshots: Arc<OverlaySnapshotter>,
+    pub snapshots: Arc<dyn crate::worker::snapshot::Snapshotter>,
     pub registry: Arc<RegistryClient>,
     pub solver: Solver<KilnWorker>,
     _lock: RootLock,
@@ -94,11 +115,51 @@ impl Engine {
         })?;
         let content = Arc::new(ContentStore::new(opts.root.join("content")).map_err(store_err)?);
         let images = Arc::new(ImageStore::open(&opts.root.join("images.db")).map_err(store_err)?);
-        let snapshots = Arc::new(
-            OverlaySnapshotter::new(&opts.root, &opts.root.join("snapshots.db"), &opts.state)
-                .map_err(store_err)?,
-        );
-        if let Err(e) = crate::worker::snapshot::Snapshotter::cleanup_stale(snapshots.as_ref()) {
+        let (snapshots, containerd, cache_db) = match &opts.worker {
+            WorkerBackend::Overlay => {
+                let s = OverlaySnapshotter::new(
+                    &opts.root,
+                    &opts.root.join("snapshots.db"),
+                    &opts.state,
+                )
+                .map_err(store_err)?;
+                (
+                    Arc::new(s) as Arc<dyn Snapshotter>,
+                    None,
+                    opts.root.join("cache.db"),
+                )
+            }
+            WorkerBackend::Containerd {
+                address,
+                namespace,
+                snapshotter,
+            } => {
+                // Own snapshot ids and cache per containerd namespace and snapshotter: a cache
+                // record never names a snapshot of another backend.
+                let dir = opts
+                    .root
+                    .join("containerd")
+                    .join(namespace)
+                    .join(snapshotter);
+                mkdir(&dir)?;
+                let c = Arc::new(
+                    ContainerdSnapshotter::connect(
+                        address,
+                        namespace,
+                        snapshotter,
+                        &dir.join("snapshots.db"),
+                        &opts.state,
+                    )
+                    .map_err(EngineError::Containerd)?,
+                );
+                (
+                    c.clone() as Arc<dyn Snapshotter>,
+                    Some(c),
+                    dir.join("cache.db"),
+                )
+            }
+        };
+        if let Err(e) = snapshots.cleanup_stale() {
             tracing::warn!("cleaning up after an earlier crash: {e}");
         }
         let executor = Arc::new(RuncExecutor::new(
@@ -112,13 +173,13 @@ impl Engine {
         let registry = Arc::new(RegistryClient::new(opts.registry.clone()).map_err(store_err)?);
         let checksums =
             Arc::new(ChecksumCache::open(&opts.root.join("checksums.db")).map_err(store_err)?);
-        let cache =
-            Arc::new(SqliteCacheStore::open(&opts.root.join("cache.db")).map_err(store_err)?);
+        let cache = Arc::new(SqliteCacheStore::open(&cache_db).map_err(store_err)?);
         let secrets_dir = opts.state.join("secrets");
         crate::worker::mounts::secretdir::cleanup_stale(&secrets_dir);
         let worker = Arc::new(KilnWorker {
             content: content.clone(),
             snapshots: snapshots.clone(),
+            containerd,
             executor,
             registry: registry.clone(),
             checksums,

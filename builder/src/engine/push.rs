@@ -115,7 +115,7 @@ impl Engine {
         );
         let made = tokio::task::spawn_blocking(move || {
             build_image(
-                &snaps,
+                snaps.as_ref(),
                 &content,
                 &WorkRef::Snapshot(id),
                 config,
@@ -213,7 +213,7 @@ impl Engine {
             .map(|l| l.digest.to_string())
             .collect();
         let (snaps, content) = (self.snapshots.clone(), self.content.clone());
-        tokio::task::spawn_blocking(move || materialize(&snaps, &content, &layers))
+        tokio::task::spawn_blocking(move || materialize(snaps.as_ref(), &content, &layers))
             .await
             .map_err(|e| prep(e.to_string()))?
             .map_err(|e| prep(e.to_string()))?;

@@ -9,7 +9,7 @@ use kiln_solver::llb::Digest;
 use super::layers::{chain_layers, LayerInfo, LayerPolicy};
 use crate::store::content::ContentStore;
 use crate::worker::ops::WorkRef;
-use crate::worker::snapshot::OverlaySnapshotter;
+use crate::worker::snapshot::Snapshotter;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
@@ -70,7 +70,7 @@ fn align_history(history: &mut Vec<History>, layers: &[LayerInfo], created: &str
 
 /// Writes config + manifest for `root` (None = no layers) with `config` from the frontend.
 pub fn build_image(
-    snapshots: &OverlaySnapshotter,
+    snapshots: &dyn Snapshotter,
     content: &ContentStore,
     root: &WorkRef,
     mut config: ImageConfig,
@@ -208,6 +208,7 @@ mod tests {
             media_type: String::new(),
             empty,
             lazy: false,
+            in_containerd: false,
         }
     }
 

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::layer::{diff_id_of, write_layer_diff, Compression, LayerOptions};
 use crate::store::content::ContentStore;
-use crate::worker::snapshot::{OverlaySnapshotter, SnapshotId, Snapshotter};
+use crate::worker::snapshot::{SnapshotId, Snapshotter};
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerInfo {
@@ -21,6 +21,39 @@ pub struct LayerInfo {
     /// but is made again, byte for byte, from the snapshot when needed ([`materialize`]).
     #[serde(default)]
     pub lazy: bool,
+    /// The blob is in containerd's content store (a base image pulled by the containerd
+    /// worker), not in kiln's.
+    #[serde(default)]
+    pub in_containerd: bool,
+}
+
+impl LayerInfo {
+    /// An uncompressed layer known by its digest (= its diff ID) only, made again from its
+    /// snapshot when needed.
+    pub fn lazy(diff_id: &str, size: u64) -> LayerInfo {
+        LayerInfo {
+            diff_id: diff_id.to_string(),
+            digest: diff_id.to_string(),
+            size,
+            media_type: Compression::None.media_type().to_string(),
+            empty: false,
+            lazy: true,
+            in_containerd: false,
+        }
+    }
+
+    /// A diff without entries.
+    pub fn empty() -> LayerInfo {
+        LayerInfo {
+            diff_id: String::new(),
+            digest: String::new(),
+            size: 0,
+            media_type: String::new(),
+            empty: true,
+            lazy: false,
+            in_containerd: false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +91,7 @@ fn compression_of(media_type: &str) -> Compression {
 }
 
 /// The memoised layers of one snapshot (one per compression made so far).
-fn memo(snapshots: &OverlaySnapshotter, id: SnapshotId) -> Vec<LayerInfo> {
+fn memo(snapshots: &dyn Snapshotter, id: SnapshotId) -> Vec<LayerInfo> {
     let Ok(Some(js)) = snapshots.layer_info(id) else {
         return Vec::new();
     };
@@ -70,7 +103,7 @@ fn memo(snapshots: &OverlaySnapshotter, id: SnapshotId) -> Vec<LayerInfo> {
 /// The layers of `top`'s chain, bottom first (empty diffs included, flagged), each computed
 /// at most once per compression and remembered on its snapshot.
 pub fn chain_layers(
-    snapshots: &OverlaySnapshotter,
+    snapshots: &dyn Snapshotter,
     content: &ContentStore,
     top: SnapshotId,
     policy: LayerPolicy,
@@ -83,6 +116,7 @@ pub fn chain_layers(
         let present = |l: &LayerInfo| {
             l.empty
                 || l.lazy
+                || l.in_containerd
                 || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
         };
         let reuse = known.iter().find(|l| {
@@ -97,14 +131,7 @@ pub fn chain_layers(
             continue;
         }
         let upper = snapshots.upper_dir(id);
-        let empty = LayerInfo {
-            diff_id: String::new(),
-            digest: String::new(),
-            size: 0,
-            media_type: String::new(),
-            empty: true,
-            lazy: false,
-        };
+        let empty = LayerInfo::empty();
         // The parent chain's dirs, nearest first: what overlayfs stacked under this upper.
         let lowers: Vec<_> = chain[..i]
             .iter()
@@ -119,14 +146,7 @@ pub fn chain_layers(
             if entries == 0 {
                 empty
             } else {
-                LayerInfo {
-                    diff_id: diff_id.to_string(),
-                    digest: diff_id.to_string(),
-                    size,
-                    media_type: Compression::None.media_type().to_string(),
-                    empty: false,
-                    lazy: true,
-                }
+                LayerInfo::lazy(&diff_id.to_string(), size)
             }
         } else {
             let opts = LayerOptions {
@@ -148,6 +168,7 @@ pub fn chain_layers(
                     media_type: blob.media_type,
                     empty: false,
                     lazy: false,
+                    in_containerd: false,
                 }
             }
         };
@@ -166,7 +187,7 @@ pub fn chain_layers(
 /// snapshot (made again from it, and checked against the digest). Digests that are neither
 /// in the store nor lazy are left alone: the caller will say they are missing.
 pub fn materialize(
-    snapshots: &OverlaySnapshotter,
+    snapshots: &dyn Snapshotter,
     content: &ContentStore,
     digests: &[String],
 ) -> Result<(), LayerError> {

@@ -7,7 +7,7 @@ use kiln_solver::engine::{VertexCtx, WorkerError};
 use kiln_solver::llb::Digest;
 
 use super::ops::{KilnWorker, OpError};
-use super::snapshot::{SnapshotId, Snapshotter};
+use super::snapshot::SnapshotId;
 use crate::engine::pull::{fetch_layer, is_layer, put_blob, read_blob, to_digest};
 use crate::export::layers::LayerInfo;
 
@@ -105,7 +105,31 @@ pub async fn unpack_image(
             break;
         }
     }
+    // The containerd worker: blobs into containerd's content store, unpacked by containerd.
+    if let Some(c) = w.containerd.as_ref().filter(|_| have < chains.len()) {
+        let desc = kiln_registry::oci::Descriptor::new(
+            kiln_registry::oci::media_type::OCI_MANIFEST,
+            kiln_registry::digest::Digest::parse(manifest_digest.as_str()).map_err(err)?,
+            read_blob(&w.content, &manifest_digest).map_err(err)?.len() as u64,
+        );
+        let desc = kiln_registry::oci::Descriptor {
+            media_type: manifest
+                .media_type
+                .clone()
+                .unwrap_or(desc.media_type.clone()),
+            ..desc
+        };
+        return super::containerd_source::pull_and_unpack(
+            w, c, v, &r, &desc, &manifest, &layers, diff_ids,
+        )
+        .await;
+    }
     if have == chains.len() {
+        // containerd may hold the chain from elsewhere (another kiln root, an image it
+        // unpacked): its layers are recorded, so exports name the image's own blobs.
+        if let Some(c) = &w.containerd {
+            return super::containerd_source::record_base(w, c, &layers, diff_ids);
+        }
         return Ok(parent);
     }
 
@@ -116,7 +140,7 @@ pub async fn unpack_image(
         .collect();
     let (snaps, content) = (w.snapshots.clone(), w.content.clone());
     tokio::task::spawn_blocking(move || {
-        crate::export::layers::materialize(&snaps, &content, &wanted)
+        crate::export::layers::materialize(snaps.as_ref(), &content, &wanted)
     })
     .await
     .map_err(err)?
@@ -132,7 +156,7 @@ pub async fn unpack_image(
     for i in have..chains.len() {
         let desc = layers[i];
         let digest = to_digest(&desc.digest).map_err(err)?;
-        let prepared = super::ops::Prepared::new(&w.snapshots, parent)?;
+        let prepared = super::ops::Prepared::new(w.snapshots.as_ref(), parent)?;
         let upper = w.snapshots.upper_dir(prepared.active()?.id());
         let lowers: Vec<_> = match parent {
             Some(p) => w
@@ -176,6 +200,7 @@ pub async fn unpack_image(
             media_type: desc.media_type.clone(),
             empty: false,
             lazy: false,
+            in_containerd: false,
         };
         w.snapshots
             .set_layer_info(id, &serde_json::to_string(&info).map_err(err)?)

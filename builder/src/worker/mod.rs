@@ -1,5 +1,6 @@
 //! The embedded worker: snapshots, runtime, file ops, sources, and the solver's worker.
 pub mod checksum;
+pub mod containerd_source;
 pub mod context;
 pub mod exec;
 pub mod fileop;

@@ -13,7 +13,7 @@ use super::checksum::ChecksumCache;
 use super::exec::{ExecSpec, Executor, ExitOutcome, RuncExecutor};
 use super::fileop::SourceTree;
 use super::mounts::{BuildSession, CacheMounts};
-use super::snapshot::{Active, MountGuard, OverlaySnapshotter, SnapshotId, Snapshotter};
+use super::snapshot::{Active, MountGuard, SnapshotId, Snapshotter};
 use crate::store::content::ContentStore;
 
 /// A solved result.
@@ -66,7 +66,10 @@ pub enum OpError {
 
 pub struct KilnWorker {
     pub content: Arc<ContentStore>,
-    pub snapshots: Arc<OverlaySnapshotter>,
+    /// The embedded overlay snapshotter, or containerd's (`[worker] backend`).
+    pub snapshots: Arc<dyn Snapshotter>,
+    /// Set with the containerd backend: base images are pulled into and unpacked by containerd.
+    pub containerd: Option<Arc<super::snapshot::ContainerdSnapshotter>>,
     pub executor: Arc<RuncExecutor>,
     pub registry: Arc<kiln_registry::client::RegistryClient>,
     pub checksums: Arc<ChecksumCache>,
@@ -88,13 +91,13 @@ pub struct KilnWorker {
 /// An active snapshot that is aborted unless committed: on errors and on cancellation (the
 /// step's future dropped, e.g. Ctrl-C) no half-written snapshot stays behind.
 pub(crate) struct Prepared<'a> {
-    snapshots: &'a OverlaySnapshotter,
+    snapshots: &'a dyn Snapshotter,
     active: Option<Active>,
 }
 
 impl<'a> Prepared<'a> {
     pub(crate) fn new(
-        snapshots: &'a OverlaySnapshotter,
+        snapshots: &'a dyn Snapshotter,
         parent: Option<SnapshotId>,
     ) -> Result<Self, WorkerError> {
         let active = snapshots.prepare(parent).map_err(other)?;
@@ -183,7 +186,7 @@ impl KilnWorker {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
             None => None,
         };
-        let prepared = Prepared::new(&self.snapshots, base)?;
+        let prepared = Prepared::new(self.snapshots.as_ref(), base)?;
         let rootfs = self.mountpoint()?;
         let result = async {
             let guard = self
@@ -241,7 +244,7 @@ impl KilnWorker {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
             None => None,
         };
-        let prepared = Prepared::new(&self.snapshots, base)?;
+        let prepared = Prepared::new(self.snapshots.as_ref(), base)?;
         let dest = self.mountpoint()?;
         let result = async {
             let guard = self

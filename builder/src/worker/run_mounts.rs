@@ -14,7 +14,7 @@ use super::mounts::{
     forward, BuildSession, CacheLease, CacheOwner, Forward, MountError, SecretDir, SshSource,
 };
 use super::ops::{KilnWorker, Prepared, WorkRef};
-use super::snapshot::{MountGuard, Snapshotter};
+use super::snapshot::MountGuard;
 
 /// What one run's mounts hold on the host. Dropping it (after the run) stops the agent
 /// relays, unmounts, removes the secret tmpfs, releases cache locks and discards the
@@ -239,7 +239,7 @@ impl KilnWorker {
             WorkRef::Snapshot(id) => Some(*id),
             _ => None,
         };
-        let prepared = Prepared::new(&self.snapshots, parent)?;
+        let prepared = Prepared::new(self.snapshots.as_ref(), parent)?;
         let mp = self.mountpoint()?;
         let guard = self
             .snapshots

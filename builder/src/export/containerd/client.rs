@@ -19,6 +19,7 @@ use super::error::{connect_error, validate_namespace, ContainerdError};
 /// collects what it had written.
 const LEASE_EXPIRY: Duration = Duration::from_secs(24 * 3600);
 
+#[derive(Clone)]
 pub(crate) struct Conn {
     pub channel: Channel,
     pub socket: String,
@@ -144,6 +145,29 @@ impl Conn {
         })?);
         tracing::debug!(lease = %id, "took a containerd lease");
         Ok(id)
+    }
+
+    /// Holds the long-lived lease `id` (made unless it exists, with no expiry): what kiln's
+    /// containerd worker keeps (base images, build snapshots) must survive containerd's GC
+    /// though no image references it yet.
+    pub async fn hold_lease(&mut self, id: &str) -> Result<(), ContainerdError> {
+        let mut leases = LeasesClient::new(self.channel.clone());
+        let made = leases
+            .create(self.req(CreateRequest {
+                id: id.to_string(),
+                labels: HashMap::new(),
+            }))
+            .await;
+        match made {
+            Ok(_) => tracing::info!(lease = %id, "created containerd lease"),
+            Err(s) if s.code() == Code::AlreadyExists => {}
+            Err(s) => return Err(self.rpc("Leases.Create", id, s)),
+        }
+        self.lease = Some(id.parse().map_err(|_| ContainerdError::Connect {
+            socket: self.socket.clone(),
+            msg: format!("lease id {id} is not a header value"),
+        })?);
+        Ok(())
     }
 
     /// Drops the lease. `sync`: wait for containerd's GC, so what only the lease held (a

@@ -6,12 +6,15 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::{
     AbortRequest, Info, InfoRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::tonic::Code;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::client::Conn;
 use super::error::ContainerdError;
@@ -37,11 +40,38 @@ pub enum Sent {
     Present,
 }
 
+/// A blob's bytes, opened afresh for every write attempt.
+pub type BlobReader = Box<dyn AsyncRead + Send + Unpin>;
+pub type Opener =
+    Box<dyn Fn() -> BoxFuture<'static, Result<BlobReader, ContainerdError>> + Send + Sync>;
+
 /// Makes `blob` present in containerd with (at least) `labels`.
 pub(crate) async fn put_blob(
     conn: &Conn,
     blob: &Blob,
     labels: &HashMap<String, String>,
+) -> Result<Sent, ContainerdError> {
+    let path = blob.path.clone();
+    let open: Opener = Box::new(move || {
+        let path = path.clone();
+        async move {
+            let f = tokio::fs::File::open(&path)
+                .await
+                .map_err(|source| ContainerdError::Read { path, source })?;
+            Ok(Box::new(f) as BlobReader)
+        }
+        .boxed()
+    });
+    put_from(conn, blob, labels, &open).await
+}
+
+/// Like [`put_blob`], with the bytes from `open` (e.g. a registry download) instead of
+/// `blob.path`.
+pub(crate) async fn put_from(
+    conn: &Conn,
+    blob: &Blob,
+    labels: &HashMap<String, String>,
+    open: &Opener,
 ) -> Result<Sent, ContainerdError> {
     if let Some(info) = info(conn, &blob.digest).await? {
         add_labels(conn, &blob.digest, &info.labels, labels).await?;
@@ -50,7 +80,7 @@ pub(crate) async fn put_blob(
     // Another writer of the same blob holds its ref for a while: wait for it to finish.
     let mut tries = 0;
     loop {
-        match write(conn, blob, labels).await {
+        match write(conn, blob, labels, open).await {
             Ok(sent) => return Ok(sent),
             Err(WriteFailed::Status(s)) if s.code() == Code::AlreadyExists => {
                 // Committed meanwhile, or shared from another namespace: just label it.
@@ -84,7 +114,7 @@ pub(crate) async fn put_blob(
 }
 
 /// The blob's info, None when containerd does not have it in this namespace.
-async fn info(conn: &Conn, digest: &str) -> Result<Option<Info>, ContainerdError> {
+pub(crate) async fn info(conn: &Conn, digest: &str) -> Result<Option<Info>, ContainerdError> {
     let mut c = ContentClient::new(conn.channel.clone());
     match c
         .info(conn.req(InfoRequest {
@@ -157,6 +187,7 @@ async fn write(
     conn: &Conn,
     blob: &Blob,
     labels: &HashMap<String, String>,
+    open: &Opener,
 ) -> Result<Sent, WriteFailed> {
     let size = i64::try_from(blob.size).map_err(|_| {
         WriteFailed::Local(ContainerdError::Image(format!(
@@ -165,15 +196,16 @@ async fn write(
         )))
     })?;
     let r#ref = write_ref(&blob.digest);
+    let reader = open().await.map_err(WriteFailed::Local)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
     let feeder = {
-        let (path, r#ref, expected, labels) = (
+        let (what, r#ref, expected, labels) = (
             blob.path.clone(),
             r#ref.clone(),
             blob.digest.clone(),
             labels.clone(),
         );
-        tokio::spawn(async move { feed(tx, path, r#ref, expected, size, labels).await })
+        tokio::spawn(async move { feed(tx, reader, what, r#ref, expected, size, labels).await })
     };
     let requests =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
@@ -229,6 +261,7 @@ async fn write(
 /// the data, then commit with the labels.
 async fn feed(
     tx: tokio::sync::mpsc::Sender<WriteContentRequest>,
+    mut file: BlobReader,
     path: PathBuf,
     r#ref: String,
     expected: String,
@@ -248,7 +281,6 @@ async fn feed(
         data,
         labels: HashMap::new(),
     };
-    let mut file = tokio::fs::File::open(&path).await.map_err(read_err)?;
     // A closed channel means the call failed; the caller reports containerd's reason.
     if tx
         .send(msg(WriteAction::Stat, 0, Vec::new()))

@@ -8,7 +8,7 @@ use containerd_client::tonic::{Code, Status};
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdError {
     #[error(
-        "containerd is not running at {socket} ({source}): start it, or name its socket with address=PATH / --address PATH"
+        "containerd is not running at {socket} ({source}): start it, or name its socket with address=PATH / --address PATH (--containerd-address PATH for the containerd worker)"
     )]
     NotRunning {
         socket: String,
@@ -41,6 +41,13 @@ pub enum ContainerdError {
         layer: String,
         expected: String,
         got: String,
+    },
+    #[error("containerd at {socket}: snapshotter {snapshotter:?} gave mounts kiln cannot use for {key:?} ({mounts}): the containerd worker needs the overlayfs snapshotter")]
+    UnexpectedMounts {
+        socket: String,
+        snapshotter: String,
+        key: String,
+        mounts: String,
     },
     #[error("{0}")]
     Image(String),

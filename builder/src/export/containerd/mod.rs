@@ -6,6 +6,7 @@ mod client;
 mod content;
 mod error;
 mod unpack;
+pub mod worker;
 
 use std::collections::HashMap;
 
@@ -13,9 +14,9 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{CreateImageRequest, Image, UpdateImageRequest};
 use containerd_client::tonic::Code;
 
-pub use content::{Blob, Sent};
+pub use content::{Blob, BlobReader, Opener, Sent};
 pub use error::ContainerdError;
-pub use unpack::chain_ids;
+pub use unpack::{chain_ids, Unpacked};
 
 use client::Conn;
 
@@ -115,6 +116,21 @@ pub async fn export(
         }
         (Err(e), Ok(())) => Err(e),
     }
+}
+
+/// Which of `digests` containerd has in `target`'s namespace (none when it cannot be asked:
+/// the export itself then reports why).
+pub async fn present(target: &ContainerdTarget, digests: &[String]) -> Vec<String> {
+    let Ok(conn) = Conn::connect(&target.address, &target.namespace).await else {
+        return Vec::new();
+    };
+    let mut have = Vec::new();
+    for d in digests {
+        if let Ok(Some(_)) = content::info(&conn, d).await {
+            have.push(d.clone());
+        }
+    }
+    have
 }
 
 async fn export_leased(

@@ -34,6 +34,10 @@ pub enum SnapshotError {
     NotCommitted(SnapshotId),
     #[error("snapshot {0} is not an active (writable) snapshot")]
     NotActive(SnapshotId),
+    #[error(transparent)]
+    Containerd(#[from] crate::export::containerd::ContainerdError),
+    #[error("{0}")]
+    Backend(String),
     #[error("snapshot {id} still has {children} child snapshot(s)")]
     HasChildren { id: SnapshotId, children: usize },
 }

@@ -48,6 +48,17 @@ pub struct Row {
     pub owner: Option<Owner>,
 }
 
+impl Row {
+    /// Left by a crash: an active snapshot whose process is gone, or a half-done removal.
+    pub fn is_stale(&self) -> bool {
+        match self.state {
+            State::Active => !self.owner.is_some_and(|o| o.is_alive()),
+            State::Removing => true,
+            State::Committed => false,
+        }
+    }
+}
+
 /// Outcome of [`Meta::commit`].
 pub enum Committed {
     /// The active snapshot became this committed one.
@@ -138,6 +149,20 @@ impl Meta {
         Ok(Committed::Own(id))
     }
 
+    pub fn parent_of(&self, id: SnapshotId) -> Result<Option<SnapshotId>, SnapshotError> {
+        Ok(self.get(id)?.ok_or(SnapshotError::NotFound(id))?.parent)
+    }
+
+    /// Fails unless `id` is in state `want` (active or committed), with the matching error.
+    pub fn expect(&self, id: SnapshotId, want: State) -> Result<(), SnapshotError> {
+        match self.get(id)? {
+            Some(r) if r.state == want => Ok(()),
+            Some(_) if want == State::Active => Err(SnapshotError::NotActive(id)),
+            Some(_) => Err(SnapshotError::NotCommitted(id)),
+            None => Err(SnapshotError::NotFound(id)),
+        }
+    }
+
     pub fn get_by_name(&self, name: &str) -> Result<Option<SnapshotId>, SnapshotError> {
         Ok(self
             .conn()
@@ -147,6 +172,15 @@ impl Meta {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    pub fn children(&self, id: SnapshotId) -> Result<Vec<SnapshotId>, SnapshotError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare("SELECT id FROM snapshots WHERE parent = ?1")?;
+        let ids = stmt
+            .query_map([id], |r| r.get(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(ids)
     }
 
     pub fn delete(&self, id: SnapshotId) -> Result<(), SnapshotError> {

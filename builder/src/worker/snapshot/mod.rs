@@ -1,9 +1,13 @@
 //! Snapshots: writable layers stacked on committed ones, the filesystems `RUN` steps work in.
 //! The default implementation is [`OverlaySnapshotter`] (overlayfs directories + SQLite).
 
+mod bridge;
+mod containerd;
+mod containerd_keys;
 mod error;
 mod meta;
 mod mount;
+mod mountpoints;
 mod overlay;
 pub mod owner;
 #[cfg(test)]
@@ -11,8 +15,10 @@ mod tests;
 
 use std::path::{Path, PathBuf};
 
+pub use containerd::ContainerdSnapshotter;
 pub use error::SnapshotError;
 pub use mount::{mount_bind, mount_overlay, mounts_under, overlay_options, unmount, MountGuard};
+pub use mountpoints::Mountpoints;
 pub use overlay::OverlaySnapshotter;
 
 pub type SnapshotId = i64;
@@ -46,6 +52,11 @@ pub struct SnapshotInfo {
 }
 
 pub trait Snapshotter: Send + Sync {
+    /// A fresh, empty directory under the runtime dir to mount on, tagged with this process'
+    /// identity so that `cleanup_stale` can tell it from another live process' mounts.
+    fn new_mountpoint(&self) -> Result<PathBuf, SnapshotError>;
+    /// All committed snapshots, oldest first (for GC / `du`).
+    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError>;
     /// A new writable snapshot on top of a committed `parent` (None = empty).
     fn prepare(&self, parent: Option<SnapshotId>) -> Result<Active, SnapshotError>;
     /// Mounts `active` read-write at `target` (overlay of the parent chain + its upper dir;
@@ -65,7 +76,16 @@ pub trait Snapshotter: Send + Sync {
     fn exists(&self, id: SnapshotId) -> Result<bool, SnapshotError>;
     fn parent(&self, id: SnapshotId) -> Result<Option<SnapshotId>, SnapshotError>;
     /// Bottom-most first, ending with `id`.
-    fn chain(&self, id: SnapshotId) -> Result<Vec<SnapshotId>, SnapshotError>;
+    fn chain(&self, id: SnapshotId) -> Result<Vec<SnapshotId>, SnapshotError> {
+        let mut chain = vec![id];
+        let mut cur = self.parent(id)?;
+        while let Some(p) = cur {
+            chain.push(p);
+            cur = self.parent(p)?;
+        }
+        chain.reverse();
+        Ok(chain)
+    }
     /// Drops an active snapshot (its dirs are removed).
     fn abort(&self, active: Active) -> Result<(), SnapshotError>;
     /// Removes a committed snapshot; refused while other snapshots are built on it.

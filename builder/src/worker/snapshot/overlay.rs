@@ -2,18 +2,17 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::meta::{Committed, Meta, State};
-use super::mount::{mount_bind, mount_overlay, mounts_under, unmount, MountGuard};
+use super::mount::{mount_bind, mount_overlay, MountGuard};
+use super::mountpoints::Mountpoints;
 use super::owner::Owner;
 use super::{Active, SnapshotError, SnapshotId, SnapshotInfo, Snapshotter};
 
 pub struct OverlaySnapshotter {
     snapshots: PathBuf,
-    mounts: PathBuf,
+    mounts: Mountpoints,
     meta: Meta,
-    next_mount: AtomicU64,
 }
 
 impl OverlaySnapshotter {
@@ -21,19 +20,15 @@ impl OverlaySnapshotter {
     /// `run_dir` runtime state (mountpoints under `<run_dir>/mounts/`).
     pub fn new(root: &Path, db: &Path, run_dir: &Path) -> Result<Self, SnapshotError> {
         let snapshots = root.join("snapshots");
-        let mounts = run_dir.join("mounts");
-        for dir in [&snapshots, &mounts] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| SnapshotError::io("creating directory", dir, e))?;
-            // Layers hold setuid binaries and secrets-adjacent files: host users stay out.
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| SnapshotError::io("setting permissions of", dir, e))?;
-        }
+        std::fs::create_dir_all(&snapshots)
+            .map_err(|e| SnapshotError::io("creating directory", &snapshots, e))?;
+        // Layers hold setuid binaries and secrets-adjacent files: host users stay out.
+        std::fs::set_permissions(&snapshots, std::fs::Permissions::from_mode(0o700))
+            .map_err(|e| SnapshotError::io("setting permissions of", &snapshots, e))?;
         Ok(OverlaySnapshotter {
             snapshots,
-            mounts,
+            mounts: Mountpoints::new(run_dir)?,
             meta: Meta::open(db)?,
-            next_mount: AtomicU64::new(0),
         })
     }
 
@@ -45,16 +40,6 @@ impl OverlaySnapshotter {
         self.dir(id).join("work")
     }
 
-    /// A fresh, empty directory under the runtime dir to mount on, tagged with this process'
-    /// identity so that `cleanup_stale` can tell it from another live process' mounts.
-    pub fn new_mountpoint(&self) -> Result<PathBuf, SnapshotError> {
-        let n = self.next_mount.fetch_add(1, Ordering::Relaxed);
-        let dir = self.mounts.join(Owner::current().tag()).join(n.to_string());
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| SnapshotError::io("creating mountpoint", &dir, e))?;
-        Ok(dir)
-    }
-
     /// The fs dirs of `id`'s chain, top-most (`id` itself) first: overlay `lowerdir` order.
     /// With [`super::mount_overlay`] this mounts a committed snapshot under extra layers.
     pub fn lower_dirs(&self, id: SnapshotId) -> Result<Vec<PathBuf>, SnapshotError> {
@@ -63,17 +48,8 @@ impl OverlaySnapshotter {
         Ok(chain.into_iter().map(|i| self.upper_dir(i)).collect())
     }
 
-    /// All committed snapshots, oldest first (for GC / `du`).
-    pub fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
-        self.meta.committed()
-    }
-
     fn committed(&self, id: SnapshotId) -> Result<(), SnapshotError> {
-        match self.meta.get(id)? {
-            Some(r) if r.state == State::Committed => Ok(()),
-            Some(_) => Err(SnapshotError::NotCommitted(id)),
-            None => Err(SnapshotError::NotFound(id)),
-        }
+        self.meta.expect(id, State::Committed)
     }
 
     fn remove_dirs(&self, id: SnapshotId) -> Result<(), SnapshotError> {
@@ -82,36 +58,6 @@ impl OverlaySnapshotter {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(SnapshotError::io("removing snapshot", dir, e)),
-        }
-    }
-
-    fn cleanup_mounts(&self) {
-        let Ok(entries) = std::fs::read_dir(&self.mounts) else {
-            return;
-        };
-        let live = mounts_under(&self.mounts);
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(owner) = name.to_str().and_then(Owner::from_tag) else {
-                continue;
-            };
-            if owner.is_alive() {
-                continue;
-            }
-            let dir = entry.path();
-            for m in live.iter().filter(|m| m.starts_with(&dir)) {
-                tracing::info!(mount = %m.display(), "unmounting leftover mount");
-                if let Err(e) = unmount(m) {
-                    tracing::warn!(error = %e, "leftover mount stays");
-                }
-            }
-            // Only empty mountpoints are removed: never recurse into a possible mount.
-            if let Ok(subs) = std::fs::read_dir(&dir) {
-                for sub in subs.flatten() {
-                    let _ = std::fs::remove_dir(sub.path());
-                }
-            }
-            let _ = std::fs::remove_dir(&dir);
         }
     }
 }
@@ -131,6 +77,14 @@ impl Snapshotter for OverlaySnapshotter {
         }
         tracing::debug!(id, ?parent, "snapshot prepared");
         Ok(Active { id, parent })
+    }
+
+    fn new_mountpoint(&self) -> Result<PathBuf, SnapshotError> {
+        self.mounts.create()
+    }
+
+    fn list(&self) -> Result<Vec<SnapshotInfo>, SnapshotError> {
+        self.meta.committed()
     }
 
     fn mount(&self, active: &Active, target: &Path) -> Result<MountGuard, SnapshotError> {
@@ -193,30 +147,11 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn parent(&self, id: SnapshotId) -> Result<Option<SnapshotId>, SnapshotError> {
-        Ok(self
-            .meta
-            .get(id)?
-            .ok_or(SnapshotError::NotFound(id))?
-            .parent)
-    }
-
-    fn chain(&self, id: SnapshotId) -> Result<Vec<SnapshotId>, SnapshotError> {
-        let mut chain = vec![id];
-        let mut cur = self.parent(id)?;
-        while let Some(p) = cur {
-            chain.push(p);
-            cur = self.parent(p)?;
-        }
-        chain.reverse();
-        Ok(chain)
+        self.meta.parent_of(id)
     }
 
     fn abort(&self, active: Active) -> Result<(), SnapshotError> {
-        match self.meta.get(active.id)? {
-            Some(r) if r.state == State::Active => {}
-            Some(_) => return Err(SnapshotError::NotActive(active.id)),
-            None => return Err(SnapshotError::NotFound(active.id)),
-        }
+        self.meta.expect(active.id, State::Active)?;
         self.remove_dirs(active.id)?;
         self.meta.delete(active.id)
     }
@@ -236,16 +171,12 @@ impl Snapshotter for OverlaySnapshotter {
     }
 
     fn cleanup_stale(&self) -> Result<(), SnapshotError> {
-        self.cleanup_mounts();
+        self.mounts.cleanup_stale();
         let rows = self.meta.all()?;
         let mut known = std::collections::HashSet::new();
         for row in &rows {
             known.insert(row.id);
-            let garbage = match row.state {
-                State::Active => !row.owner.is_some_and(|o| o.is_alive()),
-                State::Removing => true,
-                State::Committed => false,
-            };
+            let garbage = row.is_stale();
             if garbage {
                 tracing::info!(id = row.id, state = ?row.state, "removing stale snapshot");
                 self.remove_dirs(row.id)?;
