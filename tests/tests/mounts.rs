@@ -111,13 +111,7 @@ fn secrets_reach_only_their_run_never_the_image_nor_kiln_files() {
     const ENV_SECRET: &str = "s3cr3t-ENV-e2e-77aa";
     let ctx = env.context(
         "secrets",
-        concat!(
-            "FROM $BASE\n\
-             RUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -d' ' -f1 > /file-sha\n\
-             RUN --mount=type=secret,id=tok,target=/etc/app/tok,mode=0440,uid=7 stat -c %u:%a /etc/app/tok > /stat\n\
-             RUN --mount=type=secret,id=envtok,env=TOKEN printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1 > /env-sha\n\
-             RUN env > /env-after\n"
-        ),
+        "FROM $BASE\nRUN --mount=type=secret,id=tok sha256sum /run/secrets/tok | cut -d' ' -f1 > /file-sha\nRUN --mount=type=secret,id=tok,target=/etc/app/tok,mode=0440,uid=7 stat -c %u:%a /etc/app/tok > /stat\nRUN --mount=type=secret,id=envtok,env=TOKEN printf %s \"$TOKEN\" | sha256sum | cut -d' ' -f1 > /env-sha\nRUN env > /env-after\n",
         &[],
     );
     let secret_file = env.path("tok.txt");
