@@ -185,6 +185,14 @@ fn containerd_worker_builds_in_containerd_and_exports_only_new_blobs() {
         + m["config"]["size"].as_u64().unwrap()
         + manifest_text.len() as u64;
     assert_eq!(bytes, new, "{line}");
+    // ...and written once: straight from the snapshots into containerd, never into kiln's
+    // own content store first.
+    for l in &layers[1..] {
+        let d = l["digest"].as_str().unwrap();
+        let hex = d.strip_prefix("sha256:").unwrap();
+        let copy = env.root().join("content/blobs/sha256").join(hex);
+        assert!(!copy.exists(), "layer {d} was stored by kiln too");
+    }
 
     // Base and intermediate snapshots live in containerd, named by chain ID.
     let config = json(&n.ctr(&["content", "get", m["config"]["digest"].as_str().unwrap()]));

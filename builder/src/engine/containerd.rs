@@ -1,15 +1,20 @@
 //! Exporting a built or stored image into containerd: kiln's side (blobs made present in the
 //! content store, names normalised); the gRPC work is crate::export::containerd's.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use futures::FutureExt;
 use kiln_registry::oci::{Descriptor, Manifest};
 
 use super::Engine;
 use crate::export::containerd::{
-    export, Blob, ContainerdError, ContainerdOutcome, ContainerdTarget, ImageBlobs,
+    export, Blob, BlobReader, BlobStream, ContainerdError, ContainerdOutcome, ContainerdTarget,
+    ImageBlobs, Opener,
 };
 use crate::export::image::{load_built, BuiltImage};
+use crate::export::layers::{lazy_source, write_lazy_layer, LayerError};
+use crate::worker::snapshot::{SnapshotId, Snapshotter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerdExportError {
@@ -93,6 +98,15 @@ impl Engine {
         wanted
             .layers
             .retain(|l| !there.contains(&l.digest.to_string()));
+        // Layers kiln never stored go from their snapshots straight into containerd: written
+        // once, not into kiln's store first and copied after.
+        let streams = self
+            .layer_streams(&wanted.layers)
+            .await
+            .map_err(|e| prep(e.to_string()))?;
+        wanted
+            .layers
+            .retain(|l| !streams.contains_key(&l.digest.to_string()));
         self.ensure_blobs(&wanted, &push_prep)
             .await
             .map_err(|e| prep(e.to_string()))?;
@@ -112,6 +126,7 @@ impl Engine {
                 digest: d.digest.to_string(),
                 size: d.size,
                 path: self.content.path(&local),
+                stream: streams.get(&d.digest.to_string()).cloned(),
             })
         };
         let blobs = ImageBlobs {
@@ -126,6 +141,64 @@ impl Engine {
         };
         Ok(export(target, &blobs, &names).await?)
     }
+
+    /// A stream for each of `layers` that is in neither kiln's content store nor containerd
+    /// but can be made from a snapshot (an uncompressed layer the build left lazy).
+    async fn layer_streams(
+        &self,
+        layers: &[Descriptor],
+    ) -> Result<HashMap<String, BlobStream>, LayerError> {
+        let digests: Vec<String> = layers
+            .iter()
+            .map(|l| l.digest.to_string())
+            .filter(|d| {
+                kiln_solver::llb::Digest::parse(d).is_some_and(|local| !self.content.has(&local))
+            })
+            .collect();
+        let snaps = self.snapshots.clone();
+        let found = tokio::task::spawn_blocking(move || {
+            let mut found = Vec::new();
+            for d in digests {
+                if let Some(id) = lazy_source(snaps.as_ref(), &d)? {
+                    found.push((d, id));
+                }
+            }
+            Ok::<_, LayerError>(found)
+        })
+        .await
+        .map_err(|e| LayerError {
+            id: 0,
+            msg: e.to_string(),
+        })??;
+        Ok(found
+            .into_iter()
+            .map(|(d, id)| (d.clone(), lazy_stream(self.snapshots.clone(), id, d)))
+            .collect())
+    }
+}
+
+/// The bytes of snapshot `id`'s layer `digest`, tarred on a blocking thread into a pipe as
+/// they are read. A failure there ends the stream short, which containerd's commit (size and
+/// digest checked) refuses; the cause is logged.
+fn lazy_stream(snaps: Arc<dyn Snapshotter>, id: SnapshotId, digest: String) -> BlobStream {
+    let open: Opener = Box::new(move || {
+        let (snaps, digest) = (snaps.clone(), digest.clone());
+        async move {
+            let (r, w) = std::io::pipe().map_err(|source| ContainerdError::Read {
+                path: snaps.upper_dir(id),
+                source,
+            })?;
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = write_lazy_layer(snaps.as_ref(), id, &digest, w) {
+                    tracing::warn!("streaming layer {digest} to containerd: {e}");
+                }
+            });
+            let file = std::fs::File::from(std::os::fd::OwnedFd::from(r));
+            Ok(Box::new(tokio::fs::File::from_std(file)) as BlobReader)
+        }
+        .boxed()
+    });
+    BlobStream(Arc::new(open))
 }
 
 #[cfg(test)]

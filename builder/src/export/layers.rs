@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::layer::{diff_id_of, write_layer_diff, Compression, LayerOptions};
+use crate::layer::{diff_id_of, write_diff_tar, write_layer_diff, Compression, LayerOptions};
 use crate::store::content::ContentStore;
 use crate::worker::snapshot::{SnapshotId, Snapshotter};
 
@@ -198,47 +198,81 @@ pub fn materialize(
     if missing.is_empty() {
         return Ok(());
     }
-    let all = snapshots.list().map_err(|x| LayerError {
-        id: 0,
-        msg: x.to_string(),
-    })?;
-    for info in all {
-        let id = info.id;
-        let Some(want) = memo(snapshots, id)
-            .into_iter()
-            .find(|l| l.lazy && missing.contains(&&l.digest))
-        else {
+    for d in missing {
+        let Some(id) = lazy_source(snapshots, d)? else {
             continue;
         };
-        let chain = snapshots.chain(id).map_err(|x| LayerError {
-            id,
-            msg: x.to_string(),
-        })?;
-        let lowers: Vec<_> = chain[..chain.len() - 1]
-            .iter()
-            .rev()
-            .map(|&p| snapshots.upper_dir(p))
-            .collect();
+        let (upper, lowers) = diff_dirs(snapshots, id)?;
         let opts = LayerOptions {
             compression: Compression::None,
             ..LayerOptions::default()
         };
-        let blob =
-            write_layer_diff(&snapshots.upper_dir(id), &lowers, content, &opts).map_err(|x| {
-                LayerError {
-                    id,
-                    msg: x.to_string(),
-                }
-            })?;
-        if blob.digest.to_string() != want.digest {
-            return Err(LayerError {
-                id,
-                msg: format!(
-                    "layer made again is {} instead of {}",
-                    blob.digest, want.digest
-                ),
-            });
+        let blob = write_layer_diff(&upper, &lowers, content, &opts).map_err(|x| LayerError {
+            id,
+            msg: x.to_string(),
+        })?;
+        if blob.digest.to_string() != *d {
+            return Err(made_again_differs(id, &blob.digest.to_string(), d));
         }
     }
     Ok(())
+}
+
+/// The snapshot whose (uncompressed, not stored) layer is `digest`, if any.
+pub fn lazy_source(
+    snapshots: &dyn Snapshotter,
+    digest: &str,
+) -> Result<Option<SnapshotId>, LayerError> {
+    let all = snapshots.list().map_err(|x| LayerError {
+        id: 0,
+        msg: x.to_string(),
+    })?;
+    Ok(all.into_iter().map(|info| info.id).find(|&id| {
+        memo(snapshots, id)
+            .iter()
+            .any(|l| l.lazy && l.digest == digest)
+    }))
+}
+
+/// Streams the lazy layer `digest` of snapshot `id` into `out`, made again from the snapshot;
+/// fails (after writing) when the bytes made are not that digest any more.
+pub fn write_lazy_layer(
+    snapshots: &dyn Snapshotter,
+    id: SnapshotId,
+    digest: &str,
+    out: impl std::io::Write,
+) -> Result<u64, LayerError> {
+    let (upper, lowers) = diff_dirs(snapshots, id)?;
+    let (made, size, _) = write_diff_tar(&upper, &lowers, out).map_err(|x| LayerError {
+        id,
+        msg: x.to_string(),
+    })?;
+    if made.to_string() != digest {
+        return Err(made_again_differs(id, &made.to_string(), digest));
+    }
+    Ok(size)
+}
+
+/// `id`'s upper dir and its parent chain's dirs, nearest first: what overlayfs stacks.
+fn diff_dirs(
+    snapshots: &dyn Snapshotter,
+    id: SnapshotId,
+) -> Result<(std::path::PathBuf, Vec<std::path::PathBuf>), LayerError> {
+    let chain = snapshots.chain(id).map_err(|x| LayerError {
+        id,
+        msg: x.to_string(),
+    })?;
+    let lowers = chain[..chain.len().saturating_sub(1)]
+        .iter()
+        .rev()
+        .map(|&p| snapshots.upper_dir(p))
+        .collect();
+    Ok((snapshots.upper_dir(id), lowers))
+}
+
+fn made_again_differs(id: SnapshotId, made: &str, want: &str) -> LayerError {
+    LayerError {
+        id,
+        msg: format!("layer made again is {made} instead of {want}"),
+    }
 }

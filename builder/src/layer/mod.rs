@@ -203,7 +203,17 @@ fn layer_blob(
 /// local image store needs only this, and the blob can be made again from the snapshot when
 /// something has to ship it.
 pub fn diff_id_of(upper: &Path, lowers: &[PathBuf]) -> Result<(Digest, u64, u64)> {
-    let mut tw = TarWriter::new(HashingWriter::new(std::io::sink()));
+    write_diff_tar(upper, lowers, std::io::sink())
+}
+
+/// Streams the uncompressed layer [`diff_id_of`] describes into `out` (e.g. straight into
+/// another content store), returning the same (diff ID, size, member count).
+pub fn write_diff_tar(
+    upper: &Path,
+    lowers: &[PathBuf],
+    out: impl Write,
+) -> Result<(Digest, u64, u64)> {
+    let mut tw = TarWriter::new(HashingWriter::new(out));
     diff::write_tree(
         upper,
         diff::Mode::OverlayDiff {
@@ -213,7 +223,8 @@ pub fn diff_id_of(upper: &Path, lowers: &[PathBuf]) -> Result<(Digest, u64, u64)
     )?;
     let entries = tw.entries();
     let hw = tw.finish().map_err(LayerError::Write)?;
-    let (_, digest, size) = hw.finish();
+    let (mut out, digest, size) = hw.finish();
+    out.flush().map_err(LayerError::Write)?;
     Ok((digest, size, entries))
 }
 

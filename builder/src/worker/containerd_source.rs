@@ -55,6 +55,7 @@ fn blob(w: &KilnWorker, d: &Descriptor) -> Blob {
         digest: d.digest.to_string(),
         size: d.size,
         path,
+        stream: None,
     }
 }
 

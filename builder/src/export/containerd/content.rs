@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
@@ -29,6 +30,19 @@ pub struct Blob {
     pub digest: String,
     pub size: u64,
     pub path: PathBuf,
+    /// When set, the bytes come from here instead of `path`: a layer kiln never stored,
+    /// made on the fly from its snapshot and written once, into containerd.
+    pub stream: Option<BlobStream>,
+}
+
+/// A source of a blob's bytes, opened afresh for every write attempt.
+#[derive(Clone)]
+pub struct BlobStream(pub Arc<Opener>);
+
+impl std::fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BlobStream")
+    }
 }
 
 /// What happened to one blob.
@@ -51,6 +65,9 @@ pub(crate) async fn put_blob(
     blob: &Blob,
     labels: &HashMap<String, String>,
 ) -> Result<Sent, ContainerdError> {
+    if let Some(stream) = &blob.stream {
+        return put_from(conn, blob, labels, &stream.0).await;
+    }
     let path = blob.path.clone();
     let open: Opener = Box::new(move || {
         let path = path.clone();

@@ -14,7 +14,7 @@ use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::{CreateImageRequest, Image, UpdateImageRequest};
 use containerd_client::tonic::Code;
 
-pub use content::{Blob, BlobReader, Opener, Sent};
+pub use content::{Blob, BlobReader, BlobStream, Opener, Sent};
 pub use error::ContainerdError;
 pub use unpack::{chain_ids, Unpacked};
 
@@ -239,6 +239,7 @@ mod tests {
             digest: d.into(),
             size: 1,
             path: "/x".into(),
+            stream: None,
         }
     }
 
