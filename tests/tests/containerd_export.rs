@@ -491,3 +491,51 @@ fn export_time_against_save_and_import() {
         (saved + imported).as_secs_f64()
     );
 }
+
+/// A user who may not open containerd's socket (root:root, 0660) is told so, and what to do.
+#[test]
+fn socket_permission_denied_is_clear() {
+    const T: &str = "socket_permission_denied_is_clear";
+    let Some((env, k)) = k8s(T) else { return };
+    // Everything this unprivileged kiln touches lives in a dir it owns.
+    let dir = tempfile::Builder::new()
+        .prefix("kiln-nobody-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let d = dir.path();
+    std::fs::create_dir(d.join("rootfs")).unwrap();
+    std::fs::write(d.join("rootfs/f"), "f\n").unwrap();
+    run(
+        "tar",
+        &[
+            "-C",
+            d.join("rootfs").to_str().unwrap(),
+            "-cf",
+            d.join("r.tar").to_str().unwrap(),
+            ".",
+        ],
+    );
+    run("chown", &["-R", "65534:65534", d.to_str().unwrap()]);
+    let kiln_as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(&env.bin)
+            .arg("--root")
+            .arg(d.join("root"))
+            .arg("--state")
+            .arg(d.join("state"))
+            .args(args)
+            .env("DOCKER_CONFIG", d.join("docker"))
+            .output()
+            .expect("setpriv runs")
+    };
+    let imported = kiln_as_nobody(&["import", d.join("r.tar").to_str().unwrap(), "nobody:1"]);
+    assert!(imported.status.success(), "{imported:?}");
+    let out = kiln_as_nobody(&["export", "containerd", "--address", &k.sock, "nobody:1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("permission denied on containerd's socket") && err.contains(&k.sock),
+        "{err}"
+    );
+}
