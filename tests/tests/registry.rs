@@ -102,6 +102,17 @@ fn build_push_inspect_pull_run() {
         "{raw}"
     );
     assert!(raw.contains("tar+gzip"), "layers not gzip: {raw}");
+    // Layers go up as soon as each is compressed, before the image (its config) is complete.
+    let m: serde_json::Value = serde_json::from_str(&raw).unwrap();
+    let short = |d: &serde_json::Value| d["digest"].as_str().unwrap()[7..19].to_string();
+    let started = |d: String| {
+        err.find(&format!(" pushing {d} "))
+            .unwrap_or_else(|| panic!("no push of {d}: {err}"))
+    };
+    let config_at = started(short(&m["config"]));
+    for l in m["layers"].as_array().unwrap() {
+        assert!(started(short(l)) < config_at, "{err}");
+    }
     let copy = env.path("copied");
     skopeo(&[
         "copy",
@@ -114,7 +125,7 @@ fn build_push_inspect_pull_run() {
     // A push of the stored image again sends nothing new.
     let again = env.ok(&["push", "--progress", "plain", &name]);
     let again_err = String::from_utf8_lossy(&again.stderr);
-    assert!(again_err.contains("0 layer(s) uploaded"), "{again_err}");
+    assert!(again_err.contains("0 blob(s) uploaded"), "{again_err}");
     assert!(String::from_utf8_lossy(&again.stdout).contains(&digest));
 
     // Another root pulls it and runs it.

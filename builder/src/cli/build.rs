@@ -181,7 +181,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
                     }
                     for p in &outcome.pushes {
                         eprintln!(
-                            "pushed {}: digest {} ({} layer(s) uploaded, {} already there, {} mounted)",
+                            "pushed {}: digest {} ({} blob(s) uploaded, {} already there, {} mounted)",
                             p.name, p.digest, p.uploaded, p.existed, p.mounted
                         );
                     }

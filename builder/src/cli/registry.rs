@@ -188,7 +188,7 @@ pub async fn push(engine: Arc<Engine>, args: PushArgs) -> Result<()> {
         println!("{}", out.digest);
     } else {
         eprintln!(
-            "pushed {}: {} layer(s) uploaded, {} already there, {} mounted",
+            "pushed {}: {} blob(s) uploaded, {} already there, {} mounted",
             out.name, out.uploaded, out.existed, out.mounted
         );
         println!("{}: digest: {} size: {}", out.name, out.digest, out.size);

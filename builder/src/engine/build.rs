@@ -9,16 +9,20 @@ use kiln_frontend::{BuildRequest, FrontendError};
 use kiln_solver::engine::{Progress, SolveError, SolveOptions};
 use kiln_solver::llb::Platform;
 
+use super::push::PushError;
+use super::push_early::EarlyPush;
 use super::resolver::EngineResolver;
 use super::{Engine, PushSpec};
 use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
 use crate::export::containerd::{ContainerdOutcome, ContainerdTarget};
-use crate::export::image::{build_image, load_built, BuiltImage};
+use crate::export::image::{build_image_each, load_built, BuiltImage};
 use crate::export::layers::LayerPolicy;
 use crate::layer::Compression;
 use crate::worker::mounts::BuildSession;
 use crate::worker::ops::WorkRef;
 use kiln_frontend::ImageConfig;
+use kiln_registry::client::BlobPushed;
+use kiln_registry::reference::Reference;
 use kiln_solver::engine::Worker;
 use kiln_solver::llb::Digest;
 use std::collections::HashMap;
@@ -366,17 +370,28 @@ impl Engine {
         let mut pushes = Vec::new();
         let mut to_containerd = Vec::new();
         for out in &outputs {
+            let mut early_pushed = Vec::new();
             let img = match out {
-                OutputSpec::Image { push, .. } => {
+                OutputSpec::Image { push, names } => {
                     // A pushed image carries compressed layers; the store keeps the same image.
                     let policy = match push {
                         Some(p) => LayerPolicy::Exactly(p.compression),
                         None => LayerPolicy::Cheapest,
                     };
-                    Some(
-                        self.image_for(&root, &plan.image, policy, &mut images)
-                            .await?,
-                    )
+                    // The first destination gets each layer as soon as it is compressed.
+                    let early = match (push, names.first()) {
+                        (Some(_), Some(n)) => Some(EarlyPush {
+                            dest: Reference::parse(n)
+                                .map_err(|e| PushError::Name(n.clone(), e.to_string()))?,
+                            progress: progress.clone(),
+                        }),
+                        _ => None,
+                    };
+                    let (img, pushed) = self
+                        .image_for_pushing(&root, &plan.image, policy, &mut images, early.as_ref())
+                        .await?;
+                    early_pushed = pushed;
+                    Some(img)
                 }
                 OutputSpec::Oci { compression, .. } | OutputSpec::Docker { compression, .. } => {
                     Some(
@@ -408,8 +423,9 @@ impl Engine {
                 Some(img),
             ) = (out, img.as_ref())
             {
-                for n in out_names {
-                    let pushed = self.push_built(img, n, *spec, &progress).await?;
+                for (i, n) in out_names.iter().enumerate() {
+                    let early = if i == 0 { &early_pushed[..] } else { &[] };
+                    let pushed = self.push_built(img, n, *spec, &progress, early).await?;
                     pushes.push(pushed);
                 }
             }
@@ -436,8 +452,24 @@ impl Engine {
         policy: LayerPolicy,
         made: &mut HashMap<LayerPolicy, BuiltImage>,
     ) -> Result<BuiltImage, BuildError> {
+        Ok(self
+            .image_for_pushing(root, config, policy, made, None)
+            .await?
+            .0)
+    }
+
+    /// [`Self::image_for`]; with `early`, layers made now are uploaded as each is ready
+    /// (what happened to them comes back with the image).
+    async fn image_for_pushing(
+        self: &Arc<Self>,
+        root: &WorkRef,
+        config: &ImageConfig,
+        policy: LayerPolicy,
+        made: &mut HashMap<LayerPolicy, BuiltImage>,
+        early: Option<&EarlyPush>,
+    ) -> Result<(BuiltImage, Vec<(kiln_registry::Digest, BlobPushed)>), BuildError> {
         if let Some(img) = made.get(&policy) {
-            return Ok(img.clone());
+            return Ok((img.clone(), Vec::new()));
         }
         let key = {
             let mut c = serde_json::to_value(config).map_err(export_err)?;
@@ -452,16 +484,24 @@ impl Engine {
             .flatten()
             .and_then(|r| r.outputs.first().cloned());
         let content = self.content.clone();
+        let mut pushed = Vec::new();
         let img = match remembered.and_then(|d| load_built(&content, &d).ok()) {
             Some(img) => img,
             None => {
                 let (snaps, root2, config) = (self.snapshots.clone(), root.clone(), config.clone());
-                let img = tokio::task::spawn_blocking(move || {
-                    build_image(snaps.as_ref(), &content, &root2, config, policy)
-                })
-                .await
-                .map_err(export_err)?
-                .map_err(export_err)?;
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                let building = tokio::task::spawn_blocking(move || {
+                    build_image_each(snaps.as_ref(), &content, &root2, config, policy, &mut |l| {
+                        // Nobody listening (no early push, or it failed) is fine.
+                        let _ = tx.send(l.clone());
+                    })
+                });
+                let uploaded = match early {
+                    Some(e) => self.upload_as_made(rx, e).await,
+                    None => Ok(Vec::new()),
+                };
+                let img = building.await.map_err(export_err)?.map_err(export_err)?;
+                pushed = uploaded?;
                 if let Err(e) = cache.put(&key, &[img.manifest.digest.to_string()], "image export")
                 {
                     tracing::warn!("remembering the exported image: {e}");
@@ -477,7 +517,7 @@ impl Engine {
             }
         }
         made.insert(policy, img.clone());
-        Ok(img)
+        Ok((img, pushed))
     }
 
     async fn export_one(

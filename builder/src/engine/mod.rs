@@ -6,6 +6,7 @@ pub mod containerd;
 mod lock;
 pub(crate) mod pull;
 pub mod push;
+mod push_early;
 mod resolver;
 
 pub use build::{BuildOptions, BuildOutcome, OutputSpec};

@@ -11,9 +11,10 @@ use kiln_registry::reference::Reference;
 use kiln_solver::engine::{Progress, ProgressEvent};
 use kiln_solver::llb::Digest;
 
+use super::push_early::EarlyPush;
 use super::Engine;
-use crate::export::image::{build_image, load_built, BuiltImage};
-use crate::export::layers::{materialize, LayerPolicy};
+use crate::export::image::{build_image_each, load_built, BuiltImage};
+use crate::export::layers::{materialize, LayerInfo, LayerPolicy};
 use crate::layer::Compression;
 use crate::worker::image_source::image_root_key;
 use crate::worker::ops::WorkRef;
@@ -77,22 +78,31 @@ impl Engine {
             .ok()
             .flatten()
             .ok_or_else(|| PushError::NoImage(local.to_string()))?;
-        let img = self
-            .image_in(&canonical, &rec.digest, spec.compression)
+        let dest = dest.unwrap_or(&canonical);
+        let reference =
+            Reference::parse(dest).map_err(|e| PushError::Name(dest.into(), e.to_string()))?;
+        let early = EarlyPush {
+            dest: reference,
+            progress: progress.clone(),
+        };
+        let (img, pushed) = self
+            .image_in(&canonical, &rec.digest, spec.compression, Some(&early))
             .await?;
-        self.push_built(&img, dest.unwrap_or(&canonical), spec, progress)
-            .await
+        self.push_built(&img, dest, spec, progress, &pushed).await
     }
 
     /// The stored image `digest` with its layers in `compression`: made again from the
     /// snapshot its build left when there is one (the local store keeps layers uncompressed),
     /// else as stored.
+    /// With `early`, each layer is uploaded as soon as it is made, while the next one is
+    /// still being compressed; what happened to those comes back with the image.
     async fn image_in(
         self: &Arc<Self>,
         name: &str,
         digest: &str,
         compression: Compression,
-    ) -> Result<BuiltImage, PushError> {
+        early: Option<&EarlyPush>,
+    ) -> Result<(BuiltImage, Vec<(kiln_registry::Digest, BlobPushed)>), PushError> {
         let prep = |msg: String| PushError::Prepare {
             name: name.to_string(),
             msg,
@@ -106,29 +116,38 @@ impl Engine {
             .flatten()
             .and_then(|r| r.outputs.first().and_then(|s| s.parse().ok()));
         let Some(id) = root else {
-            return Ok(stored);
+            return Ok((stored, Vec::new()));
         };
         let (snaps, content, config) = (
             self.snapshots.clone(),
             self.content.clone(),
             stored.config.clone(),
         );
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<LayerInfo>();
         let made = tokio::task::spawn_blocking(move || {
-            build_image(
+            build_image_each(
                 snaps.as_ref(),
                 &content,
                 &WorkRef::Snapshot(id),
                 config,
                 LayerPolicy::Exactly(compression),
+                &mut |l| {
+                    // Nobody listening (no early push, or it failed) is fine.
+                    let _ = tx.send(l.clone());
+                },
             )
-        })
-        .await
-        .map_err(|e| prep(e.to_string()))?;
+        });
+        let pushed = match early {
+            Some(e) => self.upload_as_made(rx, e).await,
+            None => Ok(Vec::new()),
+        };
+        let made = made.await.map_err(|e| prep(e.to_string()))?;
+        let pushed = pushed?;
         match made {
-            Ok(img) => Ok(img),
+            Ok(img) => Ok((img, pushed)),
             Err(e) => {
                 tracing::warn!("re-exporting {name} from its snapshot: {e}; pushing it as stored");
-                Ok(stored)
+                Ok((stored, pushed))
             }
         }
     }
@@ -141,6 +160,7 @@ impl Engine {
         dest: &str,
         spec: PushSpec,
         progress: &Progress,
+        early: &[(kiln_registry::Digest, BlobPushed)],
     ) -> Result<PushOutcome, PushError> {
         let reference =
             Reference::parse(dest).map_err(|e| PushError::Name(dest.into(), e.to_string()))?;
@@ -168,6 +188,7 @@ impl Engine {
 
         let blobs = std::iter::once(&manifest.config)
             .chain(&manifest.layers)
+            .filter(|d| !early.iter().any(|(e, _)| *e == d.digest))
             .map(|d| {
                 let digest = to_local(&d.digest).map_err(&prep)?;
                 Ok(PushBlob {
@@ -188,7 +209,14 @@ impl Engine {
             .await;
         display.finish(pushed.as_ref().ok().map(|p| p.blobs.as_slice()));
         let pushed = pushed?;
-        let count = |k: BlobPushed| pushed.blobs.iter().filter(|(_, h)| *h == k).count();
+        let count = |k: BlobPushed| {
+            pushed
+                .blobs
+                .iter()
+                .chain(early)
+                .filter(|(_, h)| *h == k)
+                .count()
+        };
         Ok(PushOutcome {
             name,
             digest: pushed.digest.clone(),
@@ -250,7 +278,11 @@ impl Engine {
     }
 
     /// A repository on `dest`'s registry that holds `digest` already, to mount from.
-    fn mount_source(&self, dest: &Reference, digest: &kiln_registry::Digest) -> Option<String> {
+    pub(super) fn mount_source(
+        &self,
+        dest: &Reference,
+        digest: &kiln_registry::Digest,
+    ) -> Option<String> {
         let sources = self.images.blob_sources(&digest.to_string()).ok()?;
         sources.into_iter().find_map(|s| {
             let r = Reference::parse(&s).ok()?;
@@ -260,7 +292,7 @@ impl Engine {
     }
 }
 
-fn to_local(d: &kiln_registry::Digest) -> Result<Digest, String> {
+pub(super) fn to_local(d: &kiln_registry::Digest) -> Result<Digest, String> {
     Digest::parse(&d.to_string()).ok_or_else(|| format!("unsupported digest {d}"))
 }
 
@@ -297,14 +329,16 @@ fn docker_manifest(m: &Manifest) -> Option<Manifest> {
 
 /// Push progress as solver-style vertices: one per blob, bytes as status, so the tty and
 /// plain renderers show it like build steps.
-struct PushDisplay {
+pub(super) struct PushDisplay {
     progress: Progress,
     blobs: Vec<(kiln_registry::Digest, Digest, u64)>,
+    /// Bytes sent and when last shown, per blob.
     state: Arc<Mutex<Vec<(u64, Instant)>>>,
+    started: Instant,
 }
 
 impl PushDisplay {
-    fn new(progress: Progress, name: &str, blobs: &[PushBlob]) -> Self {
+    pub(super) fn new(progress: Progress, name: &str, blobs: &[PushBlob]) -> Self {
         let blobs: Vec<_> = blobs
             .iter()
             .map(|b| {
@@ -323,10 +357,11 @@ impl PushDisplay {
             progress,
             blobs,
             state,
+            started: Instant::now(),
         }
     }
 
-    fn callback(&self) -> ProgressFn {
+    pub(super) fn callback(&self) -> ProgressFn {
         let (progress, blobs, state) = (
             self.progress.clone(),
             self.blobs.clone(),
@@ -338,8 +373,9 @@ impl PushDisplay {
             };
             let Ok(mut st) = state.lock() else { return };
             let (last, at) = &mut st[i];
-            // A few updates a second are enough for eyes and cheap for logs.
-            if n != blobs[i].2 && at.elapsed() < Duration::from_millis(250) {
+            // A few updates a second are enough for eyes and cheap for logs; the last one
+            // once.
+            if n == *last || (n != blobs[i].2 && at.elapsed() < Duration::from_millis(250)) {
                 return;
             }
             *last = n;
@@ -351,8 +387,8 @@ impl PushDisplay {
         })
     }
 
-    fn finish(&self, outcome: Option<&[(kiln_registry::Digest, BlobPushed)]>) {
-        for (i, (d, v, _)) in self.blobs.iter().enumerate() {
+    pub(super) fn finish(&self, outcome: Option<&[(kiln_registry::Digest, BlobPushed)]>) {
+        for (d, v, _) in &self.blobs {
             let how = outcome.and_then(|o| o.iter().find(|(x, _)| x == d).map(|(_, h)| *h));
             let note = match how {
                 Some(BlobPushed::Exists) => "already exists",
@@ -366,15 +402,10 @@ impl PushDisplay {
                     message: note.to_string(),
                 });
             }
-            let started = self
-                .state
-                .lock()
-                .map(|s| s[i].1)
-                .unwrap_or_else(|_| Instant::now());
             self.progress.send(match how {
                 Some(_) => ProgressEvent::Done {
                     digest: v.clone(),
-                    duration: started.elapsed(),
+                    duration: self.started.elapsed(),
                 },
                 None => ProgressEvent::Failed {
                     digest: v.clone(),

@@ -6,7 +6,7 @@ use kiln_frontend::ImageConfig;
 use kiln_registry::oci::{media_type, Descriptor, Manifest};
 use kiln_solver::llb::Digest;
 
-use super::layers::{chain_layers, LayerInfo, LayerPolicy};
+use super::layers::{chain_layers_each, LayerInfo, LayerPolicy};
 use crate::store::content::ContentStore;
 use crate::worker::ops::WorkRef;
 use crate::worker::snapshot::Snapshotter;
@@ -73,11 +73,23 @@ pub fn build_image(
     snapshots: &dyn Snapshotter,
     content: &ContentStore,
     root: &WorkRef,
-    mut config: ImageConfig,
+    config: ImageConfig,
     policy: LayerPolicy,
 ) -> Result<BuiltImage, ExportError> {
+    build_image_each(snapshots, content, root, config, policy, &mut |_| {})
+}
+
+/// [`build_image`], calling `ready` with each layer as soon as it is made.
+pub fn build_image_each(
+    snapshots: &dyn Snapshotter,
+    content: &ContentStore,
+    root: &WorkRef,
+    mut config: ImageConfig,
+    policy: LayerPolicy,
+    ready: &mut dyn FnMut(&LayerInfo),
+) -> Result<BuiltImage, ExportError> {
     let layers = match root {
-        WorkRef::Snapshot(id) => chain_layers(snapshots, content, *id, policy)?,
+        WorkRef::Snapshot(id) => chain_layers_each(snapshots, content, *id, policy, ready)?,
         WorkRef::Scratch => Vec::new(),
         WorkRef::Local(_) => return Err(other("cannot export a local directory as an image")),
     };

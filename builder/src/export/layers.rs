@@ -108,6 +108,18 @@ pub fn chain_layers(
     top: SnapshotId,
     policy: LayerPolicy,
 ) -> Result<Vec<LayerInfo>, LayerError> {
+    chain_layers_each(snapshots, content, top, policy, &mut |_| {})
+}
+
+/// [`chain_layers`], calling `ready` with each layer as soon as it is there (so a push can
+/// upload one layer while the next is still being compressed).
+pub fn chain_layers_each(
+    snapshots: &dyn Snapshotter,
+    content: &ContentStore,
+    top: SnapshotId,
+    policy: LayerPolicy,
+    ready: &mut dyn FnMut(&LayerInfo),
+) -> Result<Vec<LayerInfo>, LayerError> {
     let e = |id: SnapshotId| move |m: String| LayerError { id, msg: m };
     let chain = snapshots.chain(top).map_err(|x| e(top)(x.to_string()))?;
     let mut out = Vec::with_capacity(chain.len());
@@ -127,6 +139,7 @@ pub fn chain_layers(
                 }
         });
         if let Some(l) = reuse {
+            ready(l);
             out.push(l.clone());
             continue;
         }
@@ -178,6 +191,7 @@ pub fn chain_layers(
         snapshots
             .set_layer_info(id, &js)
             .map_err(|x| e(id)(x.to_string()))?;
+        ready(&info);
         out.push(info);
     }
     Ok(out)
