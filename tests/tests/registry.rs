@@ -380,3 +380,39 @@ fn from_docker_hub_name_through_a_mirror() {
         mirror.log()
     );
 }
+
+/// ONBUILD triggers travel in the pushed image's config and run in a child build on another
+/// machine that pulls the base from the registry (not from a local store).
+#[test]
+fn onbuild_triggers_from_a_pulled_base() {
+    let Some(env) = env("onbuild_triggers_from_a_pulled_base") else {
+        return;
+    };
+    let reg = Registry::start(RegistryOptions::default());
+    let name = format!("{}/team/onbuild-base:1", reg.host());
+    let base = env.context(
+        "base",
+        "FROM $BASE\nONBUILD COPY app.txt /app/app.txt\nONBUILD RUN echo triggered > /app/ran\nRUN echo base > /base\n",
+        &[],
+    );
+    env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--push",
+        "-t",
+        &name,
+        base.to_str().unwrap(),
+    ]);
+    let child = env.context(
+        "child",
+        &format!("FROM {name}\nRUN cat /base /app/app.txt /app/ran > /seen\n"),
+        &[("app.txt", "from the child's context\n")],
+    );
+    let dest = env.path("child-out");
+    build_to_dir(fresh(&env, "child"), &[], &child, &dest);
+    assert_eq!(
+        std::fs::read_to_string(dest.join("seen")).unwrap(),
+        "base\nfrom the child's context\ntriggered\n"
+    );
+}
