@@ -396,6 +396,9 @@ impl Worker for KilnWorker {
                 let id = super::image_source::unpack_image(self, v, reference).await?;
                 Ok(vec![id.map(WorkRef::Snapshot).unwrap_or(WorkRef::Scratch)])
             }
+            Op::Source(SourceOp::Http { .. } | SourceOp::Git { .. }) => Err(Box::new(
+                OpError::Unsupported("ADD of a URL or a git repository".into()),
+            )),
             Op::Exec(e) => self.exec_op(v, e, inputs).await,
             Op::File(f) => self.file_op(f, inputs).await,
             Op::Merge(_) | Op::Diff(_) => {
