@@ -189,6 +189,7 @@ impl Engine {
             secrets_dir,
             agents_dir: opts.state.join("ssh-agents"),
             session: Default::default(),
+            http: crate::worker::http_source::HttpSource::new().map_err(store_err)?,
         });
         Ok(Engine {
             opts,

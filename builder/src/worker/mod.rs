@@ -4,6 +4,7 @@ pub mod containerd_source;
 pub mod context;
 pub mod exec;
 pub mod fileop;
+pub mod http_source;
 pub mod image_source;
 pub mod mounts;
 pub mod ops;
