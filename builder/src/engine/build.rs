@@ -319,6 +319,7 @@ impl Engine {
                 }
                 // Downloads made only to compute cache keys that hit are dropped with it.
                 self.0.worker().http.discard_pending();
+                self.0.worker().git.discard_pending();
             }
         }
         let end_session = EndSession(self);

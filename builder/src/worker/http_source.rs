@@ -127,7 +127,7 @@ impl HttpSource {
 
     /// Drops what no `exec` took (cache hits, failed builds): their snapshots are aborted.
     pub fn discard_pending(&self) {
-        let taken = std::mem::take(&mut *lock(&self.pending));
+        let taken = std::mem::take(&mut *super::lock(&self.pending));
         drop(taken);
     }
 
@@ -145,7 +145,7 @@ impl HttpSource {
         }
         let validators = load_validators(w, spec);
         let (digest, last_modified, pending) = self.resolve(w, v, spec, &validators).await?;
-        lock(&self.pending).insert(v.digest.clone(), pending);
+        super::lock(&self.pending).insert(v.digest.clone(), pending);
         Ok(cache_digest(
             spec.filename,
             &digest,
@@ -162,7 +162,7 @@ impl HttpSource {
         spec: HttpSpec<'_>,
     ) -> Result<SnapshotId, WorkerError> {
         check_name(spec.filename)?;
-        let pending = lock(&self.pending).remove(&v.digest);
+        let pending = super::lock(&self.pending).remove(&v.digest);
         let expected = match pending {
             Some(Pending::Downloaded(prepared)) => return prepared.commit(None),
             Some(Pending::Known { digest }) => Some(digest),
@@ -397,13 +397,6 @@ fn store_validator(w: &KilnWorker, spec: HttpSpec<'_>, known: &[Validator], new:
     let desc = format!("http url {}", spec.url);
     if let Err(e) = w.records.put(&validators_key(spec), &encoded, &desc) {
         tracing::warn!("remembering the ETag of {}: {e}", spec.url);
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    match m.lock() {
-        Ok(g) => g,
-        Err(p) => p.into_inner(),
     }
 }
 

@@ -12,6 +12,7 @@ use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, FileOp, Node, Op,
 use super::checksum::ChecksumCache;
 use super::exec::{ExecSpec, Executor, ExitOutcome, RuncExecutor};
 use super::fileop::SourceTree;
+use super::git_source::{GitSource, GitSpec};
 use super::http_source::{HttpSource, HttpSpec};
 use super::mounts::{BuildSession, CacheMounts};
 use super::snapshot::{Active, MountGuard, SnapshotId, Snapshotter};
@@ -89,6 +90,8 @@ pub struct KilnWorker {
     pub session: Mutex<Arc<BuildSession>>,
     /// `ADD <url>` downloads.
     pub http: HttpSource,
+    /// `ADD <git repository>` checkouts.
+    pub git: GitSource,
 }
 
 /// An active snapshot that is aborted unless committed: on errors and on cancellation (the
@@ -328,6 +331,10 @@ impl Worker for KilnWorker {
                 let spec = HttpSpec::of(src).ok_or_else(|| other("not an HTTP source"))?;
                 cm.digest = self.http.cache_digest(self, v, spec).await?;
             }
+            Op::Source(src @ SourceOp::Git { .. }) => {
+                let spec = GitSpec::of(src).ok_or_else(|| other("not a git source"))?;
+                cm.digest = self.git.cache_digest(self, v, spec).await?;
+            }
             Op::Exec(e) => {
                 for (slot, dep) in cm
                     .deps
@@ -408,9 +415,11 @@ impl Worker for KilnWorker {
                 let id = self.http.snapshot(self, v, spec).await?;
                 Ok(vec![WorkRef::Snapshot(id)])
             }
-            Op::Source(SourceOp::Git { .. }) => Err(Box::new(OpError::Unsupported(
-                "ADD of a git repository".into(),
-            ))),
+            Op::Source(src @ SourceOp::Git { .. }) => {
+                let spec = GitSpec::of(src).ok_or_else(|| other("not a git source"))?;
+                let id = self.git.snapshot(self, v, spec).await?;
+                Ok(vec![WorkRef::Snapshot(id)])
+            }
             Op::Exec(e) => self.exec_op(v, e, inputs).await,
             Op::File(f) => self.file_op(f, inputs).await,
             Op::Merge(_) | Op::Diff(_) => {

@@ -194,7 +194,7 @@ impl KilnWorker {
     }
 
     /// The agent socket for ssh id `id`, starting an agent for key files on first use.
-    async fn agent_socket(
+    pub(crate) async fn agent_socket(
         &self,
         session: &BuildSession,
         id: &str,
