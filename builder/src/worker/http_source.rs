@@ -127,6 +127,7 @@ impl HttpSource {
 
     /// Drops what no `exec` took (cache hits, failed builds): their snapshots are aborted.
     pub fn discard_pending(&self) {
+        // Taken out first: aborting snapshots is disk work, not done under the lock.
         let taken = std::mem::take(&mut *super::lock(&self.pending));
         drop(taken);
     }
