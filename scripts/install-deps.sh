@@ -10,8 +10,8 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 need_root "apt-get and cgroup mounts"
 
-# openssh-client: ssh-agent + ssh-add serve `kiln build --ssh ID=KEYFILE`.
-PKGS=(runc crun docker-registry skopeo umoci busybox-static curl apache2-utils openssl python3
+# openssh-client: ssh-agent + ssh-add serve `kiln build --ssh ID=KEYFILE`; git: ADD of git repositories.
+PKGS=(runc crun docker-registry skopeo umoci busybox-static curl apache2-utils openssl python3 git
   ca-certificates iproute2 time containerd protobuf-compiler openssh-client "$@")
 
 missing=()

@@ -7,6 +7,7 @@ pub mod instructions;
 pub mod lint;
 pub mod lower;
 pub mod parser;
+pub mod remote;
 pub mod resolver;
 pub mod shell;
 

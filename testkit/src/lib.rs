@@ -10,6 +10,8 @@
 //!   flow) whose JWTs that registry accepts, with per-user repository grants and a request log.
 //! - [`FaultProxy`]: a TCP proxy that cuts the first connections after N client bytes.
 //! - [`OciLayout`]: a tiny OCI image layout on disk, to push with skopeo or kiln.
+//! - [`FileServer`]: static files over HTTP (ETags, redirects, a request log), for `ADD <url>`
+//!   and git's dumb HTTP protocol.
 //! - [`preflight`]: the skip-or-fail check every test starts with.
 //!
 //! All fixtures are synchronous to use (their servers run on their own runtime threads), so
@@ -19,6 +21,7 @@
 mod background;
 mod certs;
 mod fault_proxy;
+mod file_server;
 mod jwt;
 mod oci_layout;
 mod preflight;
@@ -27,6 +30,7 @@ mod token_issuer;
 
 pub use certs::TestPki;
 pub use fault_proxy::{FaultPlan, FaultProxy};
+pub use file_server::{FileServer, FileServerOptions, Served};
 pub use jwt::KeyHeader;
 pub use oci_layout::OciLayout;
 pub use preflight::{is_root, preflight, which};

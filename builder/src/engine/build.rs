@@ -321,6 +321,9 @@ impl Engine {
                 if let Ok(mut s) = self.0.worker().session.lock() {
                     *s = Arc::default();
                 }
+                // Downloads made only to compute cache keys that hit are dropped with it.
+                self.0.worker().http.discard_pending();
+                self.0.worker().git.discard_pending();
             }
         }
         let end_session = EndSession(self);

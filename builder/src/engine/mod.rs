@@ -190,6 +190,8 @@ impl Engine {
             secrets_dir,
             agents_dir: opts.state.join("ssh-agents"),
             session: Default::default(),
+            http: crate::worker::http_source::HttpSource::new().map_err(store_err)?,
+            git: crate::worker::git_source::GitSource::new(opts.root.join("git")),
         });
         Ok(Engine {
             opts,

@@ -156,7 +156,7 @@ pub async fn unpack_image(
     for i in have..chains.len() {
         let desc = layers[i];
         let digest = to_digest(&desc.digest).map_err(err)?;
-        let prepared = super::ops::Prepared::new(w.snapshots.as_ref(), parent)?;
+        let prepared = super::ops::Prepared::new(w.snapshots.clone(), parent)?;
         let upper = w.snapshots.upper_dir(prepared.active()?.id());
         let lowers: Vec<_> = match parent {
             Some(p) => w

@@ -12,6 +12,8 @@ use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, FileOp, Node, Op,
 use super::checksum::ChecksumCache;
 use super::exec::{ExecSpec, Executor, ExitOutcome, RuncExecutor};
 use super::fileop::SourceTree;
+use super::git_source::{GitSource, GitSpec};
+use super::http_source::{HttpSource, HttpSpec};
 use super::mounts::{BuildSession, CacheMounts};
 use super::snapshot::{Active, MountGuard, SnapshotId, Snapshotter};
 use crate::store::content::ContentStore;
@@ -86,18 +88,22 @@ pub struct KilnWorker {
     pub agents_dir: PathBuf,
     /// Secrets and SSH agents of the current build (like `contexts`, one build at a time).
     pub session: Mutex<Arc<BuildSession>>,
+    /// `ADD <url>` downloads.
+    pub http: HttpSource,
+    /// `ADD <git repository>` checkouts.
+    pub git: GitSource,
 }
 
 /// An active snapshot that is aborted unless committed: on errors and on cancellation (the
 /// step's future dropped, e.g. Ctrl-C) no half-written snapshot stays behind.
-pub(crate) struct Prepared<'a> {
-    snapshots: &'a dyn Snapshotter,
+pub(crate) struct Prepared {
+    snapshots: Arc<dyn Snapshotter>,
     active: Option<Active>,
 }
 
-impl<'a> Prepared<'a> {
+impl Prepared {
     pub(crate) fn new(
-        snapshots: &'a dyn Snapshotter,
+        snapshots: Arc<dyn Snapshotter>,
         parent: Option<SnapshotId>,
     ) -> Result<Self, WorkerError> {
         let active = snapshots.prepare(parent).map_err(other)?;
@@ -122,7 +128,7 @@ impl<'a> Prepared<'a> {
     }
 }
 
-impl Drop for Prepared<'_> {
+impl Drop for Prepared {
     fn drop(&mut self) {
         if let Some(a) = self.active.take() {
             if let Err(e) = self.snapshots.abort(a) {
@@ -186,7 +192,7 @@ impl KilnWorker {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
             None => None,
         };
-        let prepared = Prepared::new(self.snapshots.as_ref(), base)?;
+        let prepared = Prepared::new(self.snapshots.clone(), base)?;
         let rootfs = self.mountpoint()?;
         let result = async {
             let guard = self
@@ -244,7 +250,7 @@ impl KilnWorker {
             Some(i) => Self::snapshot_of(inputs.get(i).ok_or_else(|| other("bad input index"))?)?,
             None => None,
         };
-        let prepared = Prepared::new(self.snapshots.as_ref(), base)?;
+        let prepared = Prepared::new(self.snapshots.clone(), base)?;
         let dest = self.mountpoint()?;
         let result = async {
             let guard = self
@@ -314,13 +320,21 @@ impl Worker for KilnWorker {
 
     async fn cache_map(
         &self,
-        _v: &VertexCtx,
+        v: &VertexCtx,
         node: &Node,
         inputs: &[WorkRef],
     ) -> Result<CacheMap, WorkerError> {
         let mut cm = CacheMap::for_node(node);
         match &node.op {
             Op::Source(SourceOp::Local { .. }) => cm.cacheable = false,
+            Op::Source(src @ SourceOp::Http { .. }) => {
+                let spec = HttpSpec::of(src).ok_or_else(|| other("not an HTTP source"))?;
+                cm.digest = self.http.cache_digest(self, v, spec).await?;
+            }
+            Op::Source(src @ SourceOp::Git { .. }) => {
+                let spec = GitSpec::of(src).ok_or_else(|| other("not a git source"))?;
+                cm.digest = self.git.cache_digest(self, v, spec).await?;
+            }
             Op::Exec(e) => {
                 for (slot, dep) in cm
                     .deps
@@ -395,6 +409,16 @@ impl Worker for KilnWorker {
             Op::Source(SourceOp::Image { reference, .. }) => {
                 let id = super::image_source::unpack_image(self, v, reference).await?;
                 Ok(vec![id.map(WorkRef::Snapshot).unwrap_or(WorkRef::Scratch)])
+            }
+            Op::Source(src @ SourceOp::Http { .. }) => {
+                let spec = HttpSpec::of(src).ok_or_else(|| other("not an HTTP source"))?;
+                let id = self.http.snapshot(self, v, spec).await?;
+                Ok(vec![WorkRef::Snapshot(id)])
+            }
+            Op::Source(src @ SourceOp::Git { .. }) => {
+                let spec = GitSpec::of(src).ok_or_else(|| other("not a git source"))?;
+                let id = self.git.snapshot(self, v, spec).await?;
+                Ok(vec![WorkRef::Snapshot(id)])
             }
             Op::Exec(e) => self.exec_op(v, e, inputs).await,
             Op::File(f) => self.file_op(f, inputs).await,

@@ -20,7 +20,7 @@ use super::snapshot::MountGuard;
 /// relays, unmounts, removes the secret tmpfs, releases cache locks and discards the
 /// throwaway trees — in that order (fields drop in declaration order).
 #[derive(Default)]
-pub(crate) struct RunMounts<'a> {
+pub(crate) struct RunMounts {
     pub extra: Vec<ExtraMount>,
     /// `NAME=value` of secrets exposed as environment variables, for this run only.
     pub env: Vec<String>,
@@ -28,10 +28,10 @@ pub(crate) struct RunMounts<'a> {
     guards: Vec<MountGuard>,
     secrets: Option<SecretDir>,
     leases: Vec<CacheLease>,
-    throwaway: Vec<Prepared<'a>>,
+    throwaway: Vec<Prepared>,
 }
 
-impl RunMounts<'_> {
+impl RunMounts {
     fn secret_dir(&mut self, base: &Path) -> Result<&mut SecretDir, MountError> {
         if self.secrets.is_none() {
             self.secrets = Some(SecretDir::new(base)?);
@@ -90,7 +90,7 @@ impl KilnWorker {
         &self,
         e: &ExecOp,
         inputs: &[WorkRef],
-    ) -> Result<RunMounts<'_>, WorkerError> {
+    ) -> Result<RunMounts, WorkerError> {
         let session = self.session();
         let mut rm = RunMounts::default();
         for m in e.mounts.iter().skip(1) {
@@ -194,7 +194,7 @@ impl KilnWorker {
     }
 
     /// The agent socket for ssh id `id`, starting an agent for key files on first use.
-    async fn agent_socket(
+    pub(crate) async fn agent_socket(
         &self,
         session: &BuildSession,
         id: &str,
@@ -220,11 +220,11 @@ impl KilnWorker {
     /// A host directory showing `r`: read-only trees are mounted (or, for a context without
     /// ignore rules, used) as they are; writable ones, and a context with `.dockerignore`
     /// rules (ignored files must not show), are a throwaway snapshot discarded after the run.
-    async fn bind_tree<'a>(
-        &'a self,
+    async fn bind_tree(
+        &self,
         r: &WorkRef,
         readonly: bool,
-        rm: &mut RunMounts<'a>,
+        rm: &mut RunMounts,
     ) -> Result<PathBuf, WorkerError> {
         match (r, readonly) {
             (WorkRef::Local(l), true) if l.exclude.is_empty() => return Ok(l.root.clone()),
@@ -239,7 +239,7 @@ impl KilnWorker {
             WorkRef::Snapshot(id) => Some(*id),
             _ => None,
         };
-        let prepared = Prepared::new(self.snapshots.as_ref(), parent)?;
+        let prepared = Prepared::new(self.snapshots.clone(), parent)?;
         let mp = self.mountpoint()?;
         let guard = self
             .snapshots

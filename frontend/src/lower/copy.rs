@@ -1,7 +1,8 @@
 //! COPY/ADD → a file op with one copy action per source; WORKDIR → a mkdir file op.
 
 use kiln_solver::llb::{
-    CopyAction, FileAction, FileOp, Input, MkdirAction, MkfileAction, NodeMeta, Op,
+    ChmodOpt, ChownOpt, CopyAction, FileAction, FileOp, Input, MkdirAction, MkfileAction, NodeMeta,
+    Op,
 };
 
 use super::exec::input_index;
@@ -9,14 +10,27 @@ use super::state::{uppercase_cmd, StageState};
 use super::util::{clean, dest_path, parse_chmod, parse_chown, workdir};
 use super::{FrontendError, Lowering};
 use crate::instructions::{CopyCmd, Instruction};
+use crate::remote::{is_http_source, parse_git_ref, GitSource};
 use crate::shell::LexOptions;
 
-fn is_url(s: &str) -> bool {
-    s.starts_with("http://") || s.starts_with("https://")
-}
-
-fn is_git(s: &str) -> bool {
-    s.starts_with("git@") || s.starts_with("git://") || (is_url(s) && s.contains(".git"))
+/// A copy of exactly the entry at `path` of input `idx` (BuildKit's CopyInfo defaults: no
+/// wildcards, no symlink following, a directory itself rather than its contents).
+fn exact_copy(
+    idx: usize,
+    path: String,
+    dest: &str,
+    owner: &Option<ChownOpt>,
+    mode: &Option<ChmodOpt>,
+    excludes: &[String],
+) -> CopyAction {
+    let mut a = CopyAction::new(Some(idx), path, dest);
+    a.owner = owner.clone();
+    a.mode = mode.clone();
+    a.follow_symlinks = false;
+    a.dir_copy_contents = false;
+    a.allow_wildcard = false;
+    a.exclude_patterns = excludes.to_vec();
+    a
 }
 
 impl Lowering<'_> {
@@ -50,11 +64,20 @@ impl Lowering<'_> {
         };
         // As BuildKit: --exclude patterns are not expanded.
         let excludes = c.excludes.clone();
-        if c.checksum.is_some() {
-            return Err(FrontendError::Unsupported {
-                location: loc(),
-                message: "ADD --checksum (it applies to HTTP and Git sources)".into(),
-            });
+        let checksum = match &c.checksum {
+            Some(v) => Some(self.expand(v, &st.env, loc)?).filter(|v| !v.is_empty()),
+            None => None,
+        };
+        if checksum.is_some() {
+            if sources.len() != 1 {
+                return Err(invalid(
+                    "checksum can't be specified for multiple sources".into(),
+                ));
+            }
+            let s = &sources[0];
+            if !is_http_source(s) && !matches!(parse_git_ref(s), GitSource::Yes(_)) {
+                return Err(invalid("checksum requires HTTP(S) or Git sources".into()));
+            }
         }
         if sources.len() + c.heredocs.len() > 1 && !dest_raw.ends_with('/') {
             return Err(invalid(format!(
@@ -70,9 +93,10 @@ impl Lowering<'_> {
 
         let mut inputs = Vec::new();
         let base = st.root.clone().map(|r| input_index(&mut inputs, r));
-        let source: Option<Input> = match &c.from {
-            Some(from) => self.source_of(from, stage, ins)?,
-            None => Some(self.context()),
+        // The context node only when a local source reads it (not for remote-only ADDs).
+        let from: Option<Option<Input>> = match &c.from {
+            Some(from) => Some(self.source_of(from, stage, ins)?),
+            None => None,
         };
         let mut actions = Vec::new();
         let mut msg = String::from(what);
@@ -85,16 +109,45 @@ impl Lowering<'_> {
         if let Some(v) = &chmod {
             msg.push_str(&format!(" --chmod={v}"));
         }
+        let text = uppercase_cmd(&self.display_text(&ins.original, &st.env, false));
+        let description = st.progress(&text);
         for src in &sources {
             msg.push_str(&format!(" {src}"));
-            if is_git(src) || (add && is_url(src)) {
-                return Err(FrontendError::Unsupported {
-                    location: loc(),
-                    message: format!("{what} of a remote source ({src})"),
-                });
-            }
-            if is_url(src) {
-                return Err(invalid("source can't be a URL for COPY".into()));
+            // Remote sources: a node of their own, copied from with BuildKit's CopyInfo
+            // defaults (no wildcards, no symlink following, the source itself not its
+            // contents — the same for a tree's root).
+            let remote = match parse_git_ref(src) {
+                GitSource::Invalid(e) => return Err(invalid(e)),
+                GitSource::Yes(_) if !add => {
+                    return Err(invalid("source can't be a git ref for COPY".into()))
+                }
+                GitSource::Yes(g) => {
+                    let node = self.git_source(
+                        ins,
+                        &g,
+                        c.keep_git_dir,
+                        checksum.as_deref(),
+                        &description,
+                    )?;
+                    Some((node, "/".to_string(), false))
+                }
+                GitSource::No if is_http_source(src) => {
+                    if !add {
+                        return Err(invalid("source can't be a URL for COPY".into()));
+                    }
+                    let (node, path) =
+                        self.http_source(ins, src, checksum.as_deref(), &description)?;
+                    // Downloads are not extracted unless asked (`--unpack=true`).
+                    Some((node, path, c.unpack == Some(true)))
+                }
+                GitSource::No => None,
+            };
+            if let Some((node, path, unpack)) = remote {
+                let idx = input_index(&mut inputs, node);
+                let mut a = exact_copy(idx, path, &dest, &owner, &mode, &excludes);
+                a.attempt_unpack = unpack;
+                actions.push(FileAction::Copy(a));
+                continue;
             }
             let (src_path, include) = if c.parents {
                 match src.split_once("/./") {
@@ -110,7 +163,11 @@ impl Lowering<'_> {
             } else {
                 (clean(&format!("/{src}")), Vec::new())
             };
-            let src_input = source.clone().map(|s| input_index(&mut inputs, s));
+            let source = match &from {
+                Some(f) => f.clone(),
+                None => Some(self.context()),
+            };
+            let src_input = source.map(|s| input_index(&mut inputs, s));
             let mut a = CopyAction::new(src_input, src_path, dest.clone());
             a.owner = owner.clone();
             a.mode = mode.clone();
@@ -159,19 +216,11 @@ impl Lowering<'_> {
                 },
             );
             let idx = input_index(&mut inputs, doc);
-            let mut a = CopyAction::new(Some(idx), path, dest.clone());
-            a.owner = owner.clone();
-            a.mode = mode.clone();
-            a.follow_symlinks = false;
-            a.dir_copy_contents = false;
-            a.allow_wildcard = false;
-            a.exclude_patterns = excludes.clone();
+            let a = exact_copy(idx, path, &dest, &owner, &mode, &excludes);
             actions.push(FileAction::Copy(a));
         }
         msg.push_str(&format!(" {dest_raw} # buildkit"));
 
-        let text = uppercase_cmd(&self.display_text(&ins.original, &st.env, false));
-        let description = st.progress(&text);
         let out = self.def.add(
             Op::File(FileOp { base, actions }),
             inputs,

@@ -4,12 +4,13 @@
 
 mod checks;
 mod copy;
+mod copy_remote;
 mod dispatch;
 mod error;
 mod exec;
 mod stages;
 mod state;
-mod util;
+pub(crate) mod util;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -481,3 +482,5 @@ impl<'a> Lowering<'a> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_remote;

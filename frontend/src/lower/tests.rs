@@ -51,7 +51,7 @@ pub(crate) fn busybox() -> ImageConfig {
     }
 }
 
-fn req(df: &str) -> BuildRequest {
+pub(super) fn req(df: &str) -> BuildRequest {
     BuildRequest {
         dockerfile: df.into(),
         filename: "Dockerfile".into(),
@@ -63,7 +63,7 @@ fn req(df: &str) -> BuildRequest {
     }
 }
 
-fn run(r: BuildRequest) -> (Result<BuildPlan, FrontendError>, Vec<String>) {
+pub(super) fn run(r: BuildRequest) -> (Result<BuildPlan, FrontendError>, Vec<String>) {
     let res = FakeResolver {
         asked: Mutex::new(Vec::new()),
     };
@@ -74,11 +74,11 @@ fn run(r: BuildRequest) -> (Result<BuildPlan, FrontendError>, Vec<String>) {
     (out, res.asked.into_inner().unwrap())
 }
 
-fn plan(df: &str) -> BuildPlan {
+pub(super) fn plan(df: &str) -> BuildPlan {
     run(req(df)).0.unwrap()
 }
 
-fn root_node(p: &BuildPlan) -> &Node {
+pub(super) fn root_node(p: &BuildPlan) -> &Node {
     p.definition.get(&p.root.as_ref().unwrap().digest).unwrap()
 }
 
@@ -93,7 +93,7 @@ fn exec_of(n: &Node) -> &ExecOp {
     }
 }
 
-fn file_of(n: &Node) -> &FileOp {
+pub(super) fn file_of(n: &Node) -> &FileOp {
     match &n.op {
         Op::File(f) => f,
         o => panic!("not file: {o:?}"),

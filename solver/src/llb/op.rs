@@ -72,6 +72,30 @@ pub enum SourceOp {
         #[serde(default)]
         exclude_patterns: Vec<String>,
     },
+    /// One file downloaded from an http(s) URL (BuildKit's HTTP source): the tree holds only
+    /// `/<filename>`, mode 0600, owned by root, its mtime the response's `Last-Modified` (else
+    /// the epoch). With `checksum` (`sha256:<hex>`) the content must have that digest.
+    Http {
+        url: String,
+        filename: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
+    /// A checkout of a git repository (BuildKit's git source), without `.git` unless
+    /// `keep_git_dir`. `reference` is a branch, tag, full ref or commit (None = the remote's
+    /// default branch); `subdir` makes that directory of the repository the tree's root;
+    /// `checksum` is a commit (or annotated tag) hash prefix the ref must resolve to.
+    Git {
+        remote: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        subdir: Option<String>,
+        #[serde(default)]
+        keep_git_dir: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checksum: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

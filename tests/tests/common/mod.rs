@@ -129,6 +129,16 @@ impl Env {
         String::from_utf8_lossy(&out.stderr).to_string()
     }
 
+    /// `kiln build --progress plain EXTRA… CTX`, whatever its exit status.
+    pub fn build_plain(&self, ctx: &Path, extra: &[&str]) -> Output {
+        self.kiln()
+            .args(["build", "--progress", "plain"])
+            .args(extra)
+            .arg(ctx)
+            .output()
+            .expect("running kiln")
+    }
+
     /// Writes a context dir `name` with a Dockerfile and files; returns its path.
     pub fn context(&self, name: &str, dockerfile: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.path(name);
@@ -253,6 +263,28 @@ pub fn image_config(bundle: &Path) -> serde_json::Value {
         &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
     )
     .unwrap()
+}
+
+/// The progress ids (`#N`) of the steps whose name line contains `needle`, each with whether
+/// it was a cache hit ("#N CACHED").
+pub fn steps_named(stderr: &str, needle: &str) -> Vec<(String, bool)> {
+    let mut ids: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with('#') && l.contains(needle))
+        .filter_map(|l| l.split(' ').next())
+        .collect();
+    ids.dedup();
+    ids.into_iter()
+        .map(|id| {
+            let hit = stderr.lines().any(|l| l == format!("{id} CACHED"));
+            (id.to_string(), hit)
+        })
+        .collect()
+}
+
+/// A command's stderr as text.
+pub fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).to_string()
 }
 
 /// Counts of "#N CACHED" lines and of steps that ran ("#N DONE").
