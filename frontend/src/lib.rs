@@ -12,5 +12,7 @@ pub mod resolver;
 pub mod shell;
 
 pub use image::ImageConfig;
-pub use lower::{check, lower, BuildPlan, BuildRequest, FrontendError, SourceLocation};
+pub use lower::{
+    check, lower, BuildPlan, BuildRequest, Entitlements, FrontendError, SourceLocation,
+};
 pub use resolver::{ImageMetaResolver, ResolvedImage};

@@ -154,6 +154,7 @@ fn config_matches_buildkit() {
             platform: Platform::linux_amd64(),
             build_platform: Platform::linux_amd64(),
             dockerignore: vec![],
+            entitlements: Default::default(),
         };
         let result = rt.block_on(lower(&req, &Busybox));
         if expected["error"] == Value::Bool(true) {

@@ -62,6 +62,7 @@ fn exercise(src: &str) {
         platform: Platform::linux_amd64(),
         build_platform: Platform::linux_amd64(),
         dockerignore: Vec::new(),
+        entitlements: Default::default(),
     };
     let _ = kiln_frontend::check(&req);
     let rt = tokio::runtime::Builder::new_current_thread()

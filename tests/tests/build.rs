@@ -325,3 +325,82 @@ fn crun_runs_steps_when_selected() {
     ]);
     assert!(err.contains("/nonexistent/kiln-runtime"), "{err}");
 }
+
+/// `RUN --security=insecure` and `RUN --network=host` run only when the build is started with
+/// the matching entitlement (`--allow`), as BuildKit requires; without it the error names the
+/// Dockerfile line and the flag to add.
+#[test]
+fn insecure_and_host_network_need_an_entitlement() {
+    let Some(env) = env("insecure_and_host_network_need_an_entitlement") else {
+        return;
+    };
+    let ctx = env.context(
+        "insecure",
+        "FROM $BASE\nRUN --security=insecure grep CapEff /proc/self/status > /caps\n",
+        &[],
+    );
+    let dest = env.path("insecure-out");
+    let out_spec = format!("type=local,dest={}", dest.display());
+    let refused = env.fails(&[
+        "build",
+        "--progress",
+        "plain",
+        "-o",
+        &out_spec,
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("--allow security.insecure"), "{refused}");
+    assert!(refused.contains("Dockerfile:2"), "{refused}");
+    env.ok(&[
+        "build",
+        "--progress",
+        "plain",
+        "--allow",
+        "security.insecure",
+        "-o",
+        &out_spec,
+        ctx.to_str().unwrap(),
+    ]);
+    // Every capability kiln holds itself (its bounding set), not the default set.
+    let caps = std::fs::read_to_string(dest.join("caps")).unwrap();
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let bnd = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("CapBnd:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert_eq!(caps.trim(), format!("CapEff:\t{bnd}"));
+
+    let ctx = env.context(
+        "hostnet",
+        "FROM $BASE\nRUN --network=host ls /sys/class/net > /nics\n",
+        &[],
+    );
+    let dest = env.path("hostnet-out");
+    let out_spec = format!("type=local,dest={}", dest.display());
+    let refused = env.fails(&["build", "-o", &out_spec, ctx.to_str().unwrap()]);
+    assert!(refused.contains("--allow network.host"), "{refused}");
+    let bad = env.fails(&[
+        "build",
+        "--allow",
+        "network.hots",
+        "-o",
+        &out_spec,
+        ctx.to_str().unwrap(),
+    ]);
+    assert!(
+        bad.contains("invalid entitlement \"network.hots\""),
+        "{bad}"
+    );
+    env.ok(&[
+        "build",
+        "--allow",
+        "network.host",
+        "-o",
+        &out_spec,
+        ctx.to_str().unwrap(),
+    ]);
+    let nics = std::fs::read_to_string(dest.join("nics")).unwrap();
+    assert!(nics.lines().any(|l| l == "lo"), "{nics}");
+}

@@ -48,6 +48,10 @@ pub struct BuildArgs {
     /// (`default`/ID alone forward $SSH_AUTH_SOCK); repeatable.
     #[arg(long = "ssh")]
     pub ssh: Vec<String>,
+    /// Extra privileges RUN may use: network.host (RUN --network=host), security.insecure
+    /// (RUN --security=insecure); repeatable or comma-separated.
+    #[arg(long = "allow")]
+    pub allow: Vec<String>,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -134,6 +138,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         outputs,
         session: Arc::new(session(&args)?),
+        entitlements: entitlements(&args.allow)?,
     };
     if args.check {
         let warnings = crate::engine::build::check(&opts)?;
@@ -219,4 +224,13 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
             Err(anyhow!(e))
         }
     }
+}
+
+/// The `--allow` values.
+fn entitlements(allow: &[String]) -> Result<kiln_frontend::Entitlements> {
+    let mut e = kiln_frontend::Entitlements::default();
+    for a in allow {
+        e.allow(a).map_err(|m| anyhow!("--allow: {m}"))?;
+    }
+    Ok(e)
 }

@@ -174,6 +174,8 @@ pub struct BuildOptions {
     pub outputs: Vec<OutputSpec>,
     /// `--secret` and `--ssh`: what RUN --mount=type=secret|ssh may use.
     pub session: Arc<BuildSession>,
+    /// `--allow`: network.host, security.insecure.
+    pub entitlements: kiln_frontend::Entitlements,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +246,7 @@ pub fn check(opts: &BuildOptions) -> Result<Vec<CheckWarning>, BuildError> {
         platform: Platform::linux_amd64(),
         build_platform: Platform::linux_amd64(),
         dockerignore: Vec::new(),
+        entitlements: opts.entitlements,
     };
     Ok(kiln_frontend::check(&req)?)
 }
@@ -304,6 +307,7 @@ impl Engine {
             platform: Platform::linux_amd64(),
             build_platform: Platform::linux_amd64(),
             dockerignore,
+            entitlements: opts.entitlements,
         };
         let resolver = EngineResolver(self.clone());
         let plan = kiln_frontend::lower(&req, &resolver).await?;

@@ -160,6 +160,16 @@ impl Lowering<'_> {
             )?;
         }
 
+        if let Some(message) = super::entitlements::refused(
+            self.req.entitlements,
+            cmd.network.as_deref(),
+            cmd.security.as_deref(),
+        ) {
+            return Err(FrontendError::Instruction {
+                location: self.ins_loc(ins),
+                message,
+            });
+        }
         let network = match cmd.network.as_deref() {
             Some("none") => NetMode::None,
             _ => NetMode::Host,

@@ -6,6 +6,7 @@ mod checks;
 mod copy;
 mod copy_remote;
 mod dispatch;
+mod entitlements;
 mod error;
 mod exec;
 mod stages;
@@ -24,6 +25,7 @@ use crate::resolver::{ImageMetaResolver, ResolvedImage};
 use crate::shell::{LexOptions, Lexer};
 
 pub use checks::check;
+pub use entitlements::Entitlements;
 pub use error::{FrontendError, SourceLocation};
 use state::StageState;
 
@@ -40,6 +42,8 @@ pub struct BuildRequest {
     pub build_platform: Platform,
     /// `.dockerignore` patterns (already read with `dockerignore::parse`).
     pub dockerignore: Vec<String>,
+    /// `--allow`: what RUN may ask for beyond the sandbox.
+    pub entitlements: Entitlements,
 }
 
 /// The result: a graph whose `root` output is the final filesystem (`None` = empty, e.g.

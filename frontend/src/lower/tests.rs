@@ -60,6 +60,7 @@ pub(super) fn req(df: &str) -> BuildRequest {
         platform: Platform::linux_amd64(),
         build_platform: Platform::linux_amd64(),
         dockerignore: vec!["*.log".into()],
+        entitlements: Default::default(),
     }
 }
 

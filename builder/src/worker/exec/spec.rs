@@ -124,9 +124,35 @@ pub const SYSTEM_MOUNTS: &[&str] = &[
     "/etc/hosts",
 ];
 
+/// kiln's bounding capability set (bit n = capability n), None when it cannot be read.
+fn held_capabilities() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    bounding_set_of(&status)
+}
+
+fn bounding_set_of(status: &str) -> Option<u64> {
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapBnd:"))?;
+    u64::from_str_radix(hex.trim(), 16).ok()
+}
+
 pub fn config(input: &SpecInput<'_>) -> Value {
     let insecure = input.security == SecurityMode::Insecure;
-    let caps = if insecure { ALL_CAPS } else { DEFAULT_CAPS };
+    let wanted = if insecure { ALL_CAPS } else { DEFAULT_CAPS };
+    // runc cannot grant what kiln itself does not hold (a VM or container may have dropped
+    // some, e.g. CAP_SYS_RESOURCE): "all" means all of ours, as containerd's
+    // WithAllCurrentCapabilities does.
+    let held = held_capabilities();
+    let caps: Vec<&str> = wanted
+        .iter()
+        .copied()
+        .filter(|c| {
+            let bit = ALL_CAPS.iter().position(|a| a == c);
+            match (bit, held) {
+                (Some(b), Some(h)) => h & (1u64 << b) != 0,
+                _ => true,
+            }
+        })
+        .collect();
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
         mount(
@@ -260,4 +286,26 @@ pub fn config(input: &SpecInput<'_>) -> Value {
         "mounts": mounts,
         "linux": linux,
     })
+}
+
+#[cfg(test)]
+mod caps_tests {
+    use super::*;
+
+    #[test]
+    fn all_caps_are_listed_by_number() {
+        assert_eq!(ALL_CAPS[0], "CAP_CHOWN");
+        assert_eq!(ALL_CAPS[21], "CAP_SYS_ADMIN");
+        assert_eq!(ALL_CAPS[24], "CAP_SYS_RESOURCE");
+        assert_eq!(ALL_CAPS[40], "CAP_CHECKPOINT_RESTORE");
+    }
+
+    #[test]
+    fn bounding_set_from_status() {
+        let status = "Name:\tkiln\nCapPrm:\t000001fffeffffff\nCapBnd:\t000001fffeffffff\n";
+        let b = bounding_set_of(status).unwrap();
+        assert_eq!(b & (1 << 24), 0);
+        assert_ne!(b & (1 << 21), 0);
+        assert_eq!(bounding_set_of("Name:\tx\n"), None);
+    }
 }
