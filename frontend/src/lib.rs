@@ -9,6 +9,7 @@ pub mod lower;
 pub mod parser;
 pub mod resolver;
 pub mod shell;
+pub mod syntax;
 
 pub use image::ImageConfig;
 pub use lower::{check, lower, BuildPlan, BuildRequest, FrontendError, SourceLocation};

@@ -286,6 +286,14 @@ impl Engine {
         progress: Progress,
     ) -> Result<BuildOutcome, BuildError> {
         let (dockerfile_path, dockerfile, filename) = read_dockerfile(&opts)?;
+        // Before lowering: a Dockerfile written for another frontend may not parse here.
+        if let Some(f) =
+            kiln_frontend::syntax::foreign_frontend(&dockerfile, &filename, &opts.build_args)
+        {
+            progress.send(kiln_solver::engine::ProgressEvent::Warning {
+                message: f.to_string(),
+            });
+        }
         let dockerignore =
             crate::worker::context::read_dockerignore(&opts.context, Some(&dockerfile_path))
                 .map_err(|e| BuildError::Read {
