@@ -4,12 +4,14 @@
 pub mod build;
 pub mod containerd;
 mod lock;
+pub mod output;
 pub(crate) mod pull;
 pub mod push;
 mod resolver;
 
-pub use build::{BuildOptions, BuildOutcome, OutputSpec};
+pub use build::{BuildOptions, BuildOutcome};
 pub use lock::RootLock;
+pub use output::OutputSpec;
 pub use pull::normalize_name;
 pub use push::{PushOutcome, PushSpec};
 

@@ -12,7 +12,7 @@ use kiln_solver::engine::{Progress, ProgressEvent};
 use kiln_solver::llb::Digest;
 
 use super::Engine;
-use crate::export::image::{build_image, load_built, BuiltImage};
+use crate::export::image::{build_image, load_built, BuiltImage, Timestamps};
 use crate::export::layers::{materialize, LayerPolicy};
 use crate::layer::Compression;
 use crate::worker::image_source::image_root_key;
@@ -98,15 +98,23 @@ impl Engine {
             msg,
         };
         let stored = load_built(&self.content, digest).map_err(|e| prep(e.to_string()))?;
-        let root = self
+        let record = self
             .solver
             .cache()
             .get(&image_root_key(digest))
             .ok()
-            .flatten()
-            .and_then(|r| r.outputs.first().and_then(|s| s.parse().ok()));
-        let Some(id) = root else {
+            .flatten();
+        let Some((id, rewrite)) = record.and_then(|r| {
+            let id = r.outputs.first().and_then(|s| s.parse().ok())?;
+            Some((id, super::build::image_root_rewrite_of(&r.outputs)))
+        }) else {
             return Ok(stored);
+        };
+        // Layers written with clamped times are made again the same way; the stored diff IDs
+        // are the ones to keep as they are (the base's match them, the rest were clamped).
+        let times = Timestamps {
+            epoch: rewrite,
+            rewrite: rewrite.is_some(),
         };
         let (snaps, content, config) = (
             self.snapshots.clone(),
@@ -120,12 +128,20 @@ impl Engine {
                 &WorkRef::Snapshot(id),
                 config,
                 LayerPolicy::Exactly(compression),
+                times,
             )
         })
         .await
         .map_err(|e| prep(e.to_string()))?;
         match made {
-            Ok(img) => Ok(img),
+            // The same image with other blobs, or it is not the stored image any more.
+            Ok(img) if img.config.rootfs.diff_ids == stored.config.rootfs.diff_ids => Ok(img),
+            Ok(_) => {
+                tracing::warn!(
+                    "re-exporting {name} from its snapshot gave other layers; pushing it as stored"
+                );
+                Ok(stored)
+            }
             Err(e) => {
                 tracing::warn!("re-exporting {name} from its snapshot: {e}; pushing it as stored");
                 Ok(stored)

@@ -1,9 +1,11 @@
 //! The layers of a snapshot chain: each snapshot's diff against its parent, computed once and
 //! memoised on the snapshot (diff ID and compressed digest together).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
-use crate::layer::{diff_id_of, write_layer_diff, Compression, LayerOptions};
+use crate::layer::{diff_id_of, write_layer_diff, Compression, LayerOptions, Mtimes};
 use crate::store::content::ContentStore;
 use crate::worker::snapshot::{SnapshotId, Snapshotter};
 
@@ -25,6 +27,10 @@ pub struct LayerInfo {
     /// worker), not in kiln's.
     #[serde(default)]
     pub in_containerd: bool,
+    /// Written with no file time later than this (SOURCE_DATE_EPOCH, `rewrite-timestamp`):
+    /// a different layer from the snapshot's plain one, made again the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_clamp: Option<u64>,
 }
 
 impl LayerInfo {
@@ -39,6 +45,7 @@ impl LayerInfo {
             empty: false,
             lazy: true,
             in_containerd: false,
+            mtime_clamp: None,
         }
     }
 
@@ -52,6 +59,7 @@ impl LayerInfo {
             empty: true,
             lazy: false,
             in_containerd: false,
+            mtime_clamp: None,
         }
     }
 }
@@ -100,87 +108,154 @@ fn memo(snapshots: &dyn Snapshotter, id: SnapshotId) -> Vec<LayerInfo> {
         .unwrap_or_default()
 }
 
+/// BuildKit's `rewrite-timestamp`: an image's own layers are written with no file time later
+/// than the epoch; the base image's layers (the leading ones whose diff IDs are `keep`'s)
+/// stay as they are, as BuildKit leaves them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rewrite {
+    pub epoch: i64,
+    pub keep: Vec<String>,
+}
+
+impl Rewrite {
+    fn mtimes(&self) -> Mtimes {
+        // A tar header cannot hold a time before 1970.
+        Mtimes::Clamp(u64::try_from(self.epoch).unwrap_or(0))
+    }
+}
+
 /// The layers of `top`'s chain, bottom first (empty diffs included, flagged), each computed
-/// at most once per compression and remembered on its snapshot.
+/// at most once per compression (and rewrite) and remembered on its snapshot.
 pub fn chain_layers(
     snapshots: &dyn Snapshotter,
     content: &ContentStore,
     top: SnapshotId,
     policy: LayerPolicy,
+    rewrite: Option<&Rewrite>,
 ) -> Result<Vec<LayerInfo>, LayerError> {
-    let e = |id: SnapshotId| move |m: String| LayerError { id, msg: m };
-    let chain = snapshots.chain(top).map_err(|x| e(top)(x.to_string()))?;
+    let chain = snapshots.chain(top).map_err(|x| LayerError {
+        id: top,
+        msg: x.to_string(),
+    })?;
     let mut out = Vec::with_capacity(chain.len());
-    for (i, &id) in chain.iter().enumerate() {
-        let mut known = memo(snapshots, id);
-        let present = |l: &LayerInfo| {
-            l.empty
-                || l.lazy
-                || l.in_containerd
-                || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
-        };
-        let reuse = known.iter().find(|l| {
-            present(l)
-                && match policy {
-                    LayerPolicy::Cheapest => true,
-                    LayerPolicy::Exactly(c) => l.empty || compression_of(&l.media_type) == c,
-                }
-        });
-        if let Some(l) = reuse {
-            out.push(l.clone());
-            continue;
-        }
-        let upper = snapshots.upper_dir(id);
-        let empty = LayerInfo::empty();
-        // The parent chain's dirs, nearest first: what overlayfs stacked under this upper.
-        let lowers: Vec<_> = chain[..i]
-            .iter()
-            .rev()
-            .map(|&p| snapshots.upper_dir(p))
-            .collect();
-        let info = if upper_is_empty(&upper) {
-            empty
-        } else if policy == LayerPolicy::Cheapest {
-            let (diff_id, size, entries) =
-                diff_id_of(&upper, &lowers).map_err(|x| e(id)(x.to_string()))?;
-            if entries == 0 {
-                empty
-            } else {
-                LayerInfo::lazy(&diff_id.to_string(), size)
-            }
-        } else {
-            let opts = LayerOptions {
-                compression: match policy {
-                    LayerPolicy::Cheapest => Compression::None,
-                    LayerPolicy::Exactly(c) => c,
-                },
-                ..LayerOptions::default()
-            };
-            let blob = write_layer_diff(&upper, &lowers, content, &opts)
-                .map_err(|x| e(id)(x.to_string()))?;
-            if blob.entries == 0 {
-                empty
-            } else {
-                LayerInfo {
-                    diff_id: blob.diff_id.to_string(),
-                    digest: blob.digest.to_string(),
-                    size: blob.size,
-                    media_type: blob.media_type,
-                    empty: false,
-                    lazy: false,
-                    in_containerd: false,
+    // Base layers still matched, while rewriting; after the first mismatch all are new.
+    let mut kept = 0;
+    let mut diverged = false;
+    for i in 0..chain.len() {
+        let info = match rewrite {
+            None => layer_of(snapshots, content, &chain, i, policy, Mtimes::Keep)?,
+            Some(rw) if diverged => layer_of(snapshots, content, &chain, i, policy, rw.mtimes())?,
+            Some(rw) => {
+                let plain = layer_of(snapshots, content, &chain, i, policy, Mtimes::Keep)?;
+                if plain.empty {
+                    plain
+                } else if rw.keep.get(kept) == Some(&plain.diff_id) {
+                    kept += 1;
+                    plain
+                } else {
+                    diverged = true;
+                    layer_of(snapshots, content, &chain, i, policy, rw.mtimes())?
                 }
             }
         };
-        known.retain(|l| present(l));
-        known.push(info.clone());
-        let js = serde_json::to_string(&known).map_err(|x| e(id)(x.to_string()))?;
-        snapshots
-            .set_layer_info(id, &js)
-            .map_err(|x| e(id)(x.to_string()))?;
         out.push(info);
     }
     Ok(out)
+}
+
+/// The dirs overlayfs stacks under `chain[i]`'s upper dir, nearest first: what its diff is
+/// taken against.
+fn diff_lowers(snapshots: &dyn Snapshotter, chain: &[SnapshotId], i: usize) -> Vec<PathBuf> {
+    chain[..i]
+        .iter()
+        .rev()
+        .map(|&p| snapshots.upper_dir(p))
+        .collect()
+}
+
+/// The layer of `chain[i]` (its diff against the snapshots below it) with `policy`'s blob
+/// and `mtimes`: the memoised one when present, else computed and memoised.
+fn layer_of(
+    snapshots: &dyn Snapshotter,
+    content: &ContentStore,
+    chain: &[SnapshotId],
+    i: usize,
+    policy: LayerPolicy,
+    mtimes: Mtimes,
+) -> Result<LayerInfo, LayerError> {
+    let id = chain[i];
+    let e = |m: String| LayerError { id, msg: m };
+    let clamp = match mtimes {
+        Mtimes::Clamp(t) => Some(t),
+        _ => None,
+    };
+    let mut known = memo(snapshots, id);
+    let present = |l: &LayerInfo| {
+        l.empty
+            || l.lazy
+            || l.in_containerd
+            || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
+    };
+    let reuse = known.iter().find(|l| {
+        present(l)
+            && (l.empty
+                || (l.mtime_clamp == clamp
+                    && match policy {
+                        LayerPolicy::Cheapest => true,
+                        LayerPolicy::Exactly(c) => compression_of(&l.media_type) == c,
+                    }))
+    });
+    if let Some(l) = reuse {
+        return Ok(l.clone());
+    }
+    let upper = snapshots.upper_dir(id);
+    let lowers = diff_lowers(snapshots, chain, i);
+    let info = if upper_is_empty(&upper) {
+        LayerInfo::empty()
+    } else if policy == LayerPolicy::Cheapest {
+        let (diff_id, size, entries) =
+            diff_id_of(&upper, &lowers, mtimes).map_err(|x| e(x.to_string()))?;
+        if entries == 0 {
+            LayerInfo::empty()
+        } else {
+            LayerInfo {
+                mtime_clamp: clamp,
+                ..LayerInfo::lazy(&diff_id.to_string(), size)
+            }
+        }
+    } else {
+        let opts = LayerOptions {
+            compression: match policy {
+                LayerPolicy::Cheapest => Compression::None,
+                LayerPolicy::Exactly(c) => c,
+            },
+            mtimes,
+            ..LayerOptions::default()
+        };
+        let blob =
+            write_layer_diff(&upper, &lowers, content, &opts).map_err(|x| e(x.to_string()))?;
+        if blob.entries == 0 {
+            LayerInfo::empty()
+        } else {
+            LayerInfo {
+                diff_id: blob.diff_id.to_string(),
+                digest: blob.digest.to_string(),
+                size: blob.size,
+                media_type: blob.media_type,
+                empty: false,
+                lazy: false,
+                in_containerd: false,
+                mtime_clamp: clamp,
+            }
+        }
+    };
+    known.retain(|l| present(l));
+    known.push(info.clone());
+    let js = serde_json::to_string(&known).map_err(|x| e(x.to_string()))?;
+    snapshots
+        .set_layer_info(id, &js)
+        .map_err(|x| e(x.to_string()))?;
+    Ok(info)
 }
 
 /// Puts the blobs `digests` into the content store when they are lazy layers of some
@@ -214,13 +289,10 @@ pub fn materialize(
             id,
             msg: x.to_string(),
         })?;
-        let lowers: Vec<_> = chain[..chain.len() - 1]
-            .iter()
-            .rev()
-            .map(|&p| snapshots.upper_dir(p))
-            .collect();
+        let lowers = diff_lowers(snapshots, &chain, chain.len() - 1);
         let opts = LayerOptions {
             compression: Compression::None,
+            mtimes: want.mtime_clamp.map_or(Mtimes::Keep, Mtimes::Clamp),
             ..LayerOptions::default()
         };
         let blob =

@@ -211,7 +211,7 @@ impl Lowering<'_> {
                         mode: 0o755,
                         make_parents: true,
                         owner: parse_chown(&st.user),
-                        timestamp: None,
+                        timestamp: self.epoch,
                     })],
                 }),
                 inputs,

@@ -491,3 +491,62 @@ fn check_needs_no_resolver() {
     );
     assert!(check(&req("FROM a\nFROBNICATE\n")).is_err());
 }
+
+#[test]
+fn source_date_epoch_stamps_history_and_workdir_and_reaches_run_through_arg() {
+    let df = "FROM busybox\nARG SOURCE_DATE_EPOCH\nWORKDIR /w\nRUN echo $SOURCE_DATE_EPOCH\n";
+    let mut r = req(df);
+    r.build_args
+        .insert(SOURCE_DATE_EPOCH.into(), "1700000000".into());
+    let p = run(r).0.unwrap();
+    assert_eq!(p.epoch, Some(1_700_000_000));
+    // The base's entry keeps its own time; every entry of this build gets the epoch.
+    assert_eq!(p.image.history[0].created, None);
+    for h in &p.image.history[1..] {
+        assert_eq!(h.created.as_deref(), Some("2023-11-14T22:13:20Z"), "{h:?}");
+    }
+    let e = exec_of(root_node(&p));
+    assert!(e
+        .meta
+        .env
+        .contains(&"SOURCE_DATE_EPOCH=1700000000".to_string()));
+    let wd = p.definition.get(&root_node(&p).inputs[0].digest).unwrap();
+    match &file_of(wd).actions[0] {
+        FileAction::Mkdir(m) => assert_eq!(m.timestamp, Some(1_700_000_000)),
+        a => panic!("{a:?}"),
+    }
+
+    // Without it: no epoch, nothing stamped, and RUN does not see it undeclared.
+    let p = plan("FROM busybox\nRUN true\n");
+    assert_eq!(p.epoch, None);
+    assert!(p.image.history.iter().all(|h| h.created.is_none()));
+}
+
+#[test]
+fn source_date_epoch_global_default_and_bad_values() {
+    let p = plan("ARG SOURCE_DATE_EPOCH=0\nFROM busybox\nRUN true\n");
+    assert_eq!(p.epoch, Some(0));
+    assert_eq!(
+        p.image.history.last().unwrap().created.as_deref(),
+        Some("1970-01-01T00:00:00Z")
+    );
+    // A build arg overrides the default; `context` on a local context leaves it unset.
+    let mut r = req("ARG SOURCE_DATE_EPOCH=0\nFROM busybox\nARG SOURCE_DATE_EPOCH\nRUN true\n");
+    r.build_args
+        .insert(SOURCE_DATE_EPOCH.into(), "context".into());
+    let p = run(r).0.unwrap();
+    assert_eq!(p.epoch, None);
+    assert!(!exec_of(root_node(&p))
+        .meta
+        .env
+        .iter()
+        .any(|e| e.starts_with("SOURCE_DATE_EPOCH=")));
+    let mut r = req("FROM busybox\nRUN true\n");
+    r.build_args
+        .insert(SOURCE_DATE_EPOCH.into(), "yesterday".into());
+    let err = run(r).0.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid SOURCE_DATE_EPOCH: yesterday"),
+        "{err}"
+    );
+}

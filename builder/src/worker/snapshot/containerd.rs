@@ -202,7 +202,8 @@ impl ContainerdSnapshotter {
             None => (Vec::new(), None),
         };
         let (diff_id, size, entries) =
-            crate::layer::diff_id_of(upper, &lowers).map_err(|e| backend("computing diff", e))?;
+            crate::layer::diff_id_of(upper, &lowers, crate::layer::Mtimes::Keep)
+                .map_err(|e| backend("computing diff", e))?;
         if entries == 0 {
             // No layer: not a chain of its own, the image's chain goes on from the parent.
             return Ok((
