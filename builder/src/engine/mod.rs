@@ -108,10 +108,26 @@ fn store_err(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl Engine {
+    /// Opens the state root beside other kiln processes (builds, queries).
     pub fn open(opts: EngineOptions) -> Result<Engine, EngineError> {
+        Self::open_locked(opts, false)
+    }
+
+    /// Opens the state root for deleting from it (prune): waits until no other kiln process
+    /// uses it, and keeps them waiting meanwhile.
+    pub fn open_exclusive(opts: EngineOptions) -> Result<Engine, EngineError> {
+        Self::open_locked(opts, true)
+    }
+
+    fn open_locked(opts: EngineOptions, exclusive: bool) -> Result<Engine, EngineError> {
         mkdir(&opts.root)?;
         mkdir(&opts.state)?;
-        let lock = RootLock::shared(&opts.root).map_err(|source| EngineError::Setup {
+        let lock = if exclusive {
+            RootLock::exclusive(&opts.root)
+        } else {
+            RootLock::shared(&opts.root)
+        };
+        let lock = lock.map_err(|source| EngineError::Setup {
             path: opts.root.clone(),
             source,
         })?;

@@ -98,8 +98,8 @@ fn compression_of(media_type: &str) -> Compression {
     }
 }
 
-/// The memoised layers of one snapshot (one per compression made so far).
-fn memo(snapshots: &dyn Snapshotter, id: SnapshotId) -> Vec<LayerInfo> {
+/// The memoised layers of one snapshot (one per compression and rewrite made so far).
+pub(crate) fn memo(snapshots: &dyn Snapshotter, id: SnapshotId) -> Vec<LayerInfo> {
     let Ok(Some(js)) = snapshots.layer_info(id) else {
         return Vec::new();
     };
