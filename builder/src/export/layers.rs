@@ -141,12 +141,12 @@ pub fn chain_layers(
     // Base layers still matched, while rewriting; after the first mismatch all are new.
     let mut kept = 0;
     let mut diverged = false;
-    for i in 0..chain.len() {
+    for &id in &chain {
         let info = match rewrite {
-            None => layer_of(snapshots, content, &chain, i, policy, Mtimes::Keep)?,
-            Some(rw) if diverged => layer_of(snapshots, content, &chain, i, policy, rw.mtimes())?,
+            None => layer_of(snapshots, content, id, policy, Mtimes::Keep)?,
+            Some(rw) if diverged => layer_of(snapshots, content, id, policy, rw.mtimes())?,
             Some(rw) => {
-                let plain = layer_of(snapshots, content, &chain, i, policy, Mtimes::Keep)?;
+                let plain = layer_of(snapshots, content, id, policy, Mtimes::Keep)?;
                 if plain.empty {
                     plain
                 } else if rw.keep.get(kept) == Some(&plain.diff_id) {
@@ -154,7 +154,7 @@ pub fn chain_layers(
                     plain
                 } else {
                     diverged = true;
-                    layer_of(snapshots, content, &chain, i, policy, rw.mtimes())?
+                    layer_of(snapshots, content, id, policy, rw.mtimes())?
                 }
             }
         };
@@ -163,27 +163,25 @@ pub fn chain_layers(
     Ok(out)
 }
 
-/// The dirs overlayfs stacks under `chain[i]`'s upper dir, nearest first: what its diff is
-/// taken against.
-fn diff_lowers(snapshots: &dyn Snapshotter, chain: &[SnapshotId], i: usize) -> Vec<PathBuf> {
-    chain[..i]
-        .iter()
-        .rev()
-        .map(|&p| snapshots.upper_dir(p))
-        .collect()
+/// The upper dirs `id`'s layer is a diff against, nearest first: the snapshots overlayfs
+/// stacks under it, down to the bottom of a merged-in chain.
+fn diff_lowers(snapshots: &dyn Snapshotter, id: SnapshotId) -> Result<Vec<PathBuf>, LayerError> {
+    let base = snapshots.diff_base(id).map_err(|x| LayerError {
+        id,
+        msg: x.to_string(),
+    })?;
+    Ok(base.into_iter().map(|p| snapshots.upper_dir(p)).collect())
 }
 
-/// The layer of `chain[i]` (its diff against the snapshots below it) with `policy`'s blob
-/// and `mtimes`: the memoised one when present, else computed and memoised.
+/// The layer of `id` (its diff against the snapshots below it) with `policy`'s blob and
+/// `mtimes`: the memoised one when present, else computed and memoised.
 fn layer_of(
     snapshots: &dyn Snapshotter,
     content: &ContentStore,
-    chain: &[SnapshotId],
-    i: usize,
+    id: SnapshotId,
     policy: LayerPolicy,
     mtimes: Mtimes,
 ) -> Result<LayerInfo, LayerError> {
-    let id = chain[i];
     let e = |m: String| LayerError { id, msg: m };
     let clamp = match mtimes {
         Mtimes::Clamp(t) => Some(t),
@@ -209,7 +207,7 @@ fn layer_of(
         return Ok(l.clone());
     }
     let upper = snapshots.upper_dir(id);
-    let lowers = diff_lowers(snapshots, chain, i);
+    let lowers = diff_lowers(snapshots, id)?;
     let info = if upper_is_empty(&upper) {
         LayerInfo::empty()
     } else if policy == LayerPolicy::Cheapest {
@@ -285,11 +283,7 @@ pub fn materialize(
         else {
             continue;
         };
-        let chain = snapshots.chain(id).map_err(|x| LayerError {
-            id,
-            msg: x.to_string(),
-        })?;
-        let lowers = diff_lowers(snapshots, &chain, chain.len() - 1);
+        let lowers = diff_lowers(snapshots, id)?;
         let opts = LayerOptions {
             compression: Compression::None,
             mtimes: want.mtime_clamp.map_or(Mtimes::Keep, Mtimes::Clamp),

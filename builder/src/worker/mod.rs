@@ -5,6 +5,7 @@ pub mod context;
 pub mod exec;
 pub mod fileop;
 pub mod image_source;
+pub mod merge;
 pub mod mounts;
 pub mod ops;
 pub mod prefetch;

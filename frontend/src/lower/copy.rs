@@ -1,7 +1,7 @@
 //! COPY/ADD → a file op with one copy action per source; WORKDIR → a mkdir file op.
 
 use kiln_solver::llb::{
-    CopyAction, FileAction, FileOp, Input, MkdirAction, MkfileAction, NodeMeta, Op,
+    CopyAction, FileAction, FileOp, Input, MergeOp, MkdirAction, MkfileAction, NodeMeta, Op,
 };
 
 use super::exec::input_index;
@@ -68,8 +68,15 @@ impl Lowering<'_> {
         };
         let dest = dest_path(&st.cwd, &dest_raw);
 
+        // BuildKit: --link (without --chmod) copies onto scratch and merges that onto the
+        // stage, so the copy does not depend on the stage: it stays cached, and its layer the
+        // same, when what is below it changes.
+        let link = c.link && chmod.is_none();
         let mut inputs = Vec::new();
-        let base = st.root.clone().map(|r| input_index(&mut inputs, r));
+        let base = match (&st.root, link) {
+            (Some(r), false) => Some(input_index(&mut inputs, r.clone())),
+            _ => None,
+        };
         let source: Option<Input> = match &c.from {
             Some(from) => self.source_of(from, stage, ins)?,
             None => Some(self.context()),
@@ -172,16 +179,28 @@ impl Lowering<'_> {
 
         let text = uppercase_cmd(&self.display_text(&ins.original, &st.env, false));
         let description = st.progress(&text);
+        let lines = Some((ins.start_line, ins.end_line));
         let out = self.def.add(
             Op::File(FileOp { base, actions }),
             inputs,
             NodeMeta {
                 description,
-                lines: Some((ins.start_line, ins.end_line)),
+                lines,
                 ignore_cache: false,
             },
         );
-        st.root = Some(out);
+        st.root = match (st.root.take(), link) {
+            (Some(below), true) => Some(self.def.add(
+                Op::Merge(MergeOp {}),
+                vec![below, out],
+                NodeMeta {
+                    description: st.progress_again(&format!("LINK {text}")),
+                    lines,
+                    ignore_cache: false,
+                },
+            )),
+            _ => Some(out),
+        };
         st.commit(msg, true);
         Ok(())
     }

@@ -109,6 +109,15 @@ impl StageState {
             return text.to_string();
         }
         self.cmd_index += 1;
+        self.progress_again(text)
+    }
+
+    /// The name of another vertex of the step [`StageState::progress`] named last (COPY
+    /// --link's merge): the same step number.
+    pub(crate) fn progress_again(&self, text: &str) -> String {
+        if self.cmd_total == 0 {
+            return text.to_string();
+        }
         let width = self.cmd_total.to_string().len();
         let mut out = String::from("[");
         if !self.progress_name.is_empty() {

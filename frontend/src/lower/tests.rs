@@ -550,3 +550,37 @@ fn source_date_epoch_global_default_and_bad_values() {
         "{err}"
     );
 }
+
+#[test]
+fn copy_link_is_a_copy_onto_scratch_merged_onto_the_stage() {
+    let p = plan("FROM busybox\nCOPY --link a.txt /app/\n");
+    let merge = root_node(&p);
+    assert!(matches!(merge.op, Op::Merge(_)), "{:?}", merge.op);
+    assert_eq!(
+        meta(&p, p.root.as_ref().unwrap()).description,
+        "[2/2] LINK COPY --link a.txt /app/"
+    );
+    let below = p.definition.get(&merge.inputs[0].digest).unwrap();
+    assert!(matches!(below.op, Op::Source(SourceOp::Image { .. })));
+    let copy = p.definition.get(&merge.inputs[1].digest).unwrap();
+    let f = file_of(copy);
+    assert_eq!(f.base, None, "the copy does not read the stage");
+    assert_eq!(
+        meta(&p, &merge.inputs[1]).description,
+        "[2/2] COPY --link a.txt /app/"
+    );
+    assert_eq!(
+        p.image.history.last().unwrap().created_by.as_deref(),
+        Some("COPY a.txt /app/ # buildkit")
+    );
+
+    // The same copy on another base is the same vertex.
+    let q = plan("FROM other\nRUN true\nCOPY --link a.txt /app/\n");
+    assert_eq!(root_node(&q).inputs[1].digest, merge.inputs[1].digest);
+
+    // As BuildKit: with --chmod, or on scratch, a plain copy.
+    let c = plan("FROM busybox\nCOPY --link --chmod=644 a.txt /app/\n");
+    assert_eq!(file_of(root_node(&c)).base, Some(0));
+    let s = plan("FROM scratch\nCOPY --link a.txt /app/\n");
+    assert!(matches!(root_node(&s).op, Op::File(_)));
+}
