@@ -342,16 +342,16 @@ impl Engine {
             let mut c = serde_json::to_value(config).map_err(export_err)?;
             strip_created(&mut c);
             let root_id = self.worker().encode_ref(root);
-            Digest::of(
-                serde_json::json!({
-                    "export": root_id,
-                    "policy": format!("{policy:?}"),
-                    "times": format!("{times:?}"),
-                    "config": c
-                })
-                .to_string()
-                .as_bytes(),
-            )
+            let mut k = serde_json::json!({
+                "export": root_id,
+                "policy": format!("{policy:?}"),
+                "config": c
+            });
+            // Only when set: the records of builds without an epoch keep their keys.
+            if times != Timestamps::default() {
+                k["times"] = format!("{times:?}").into();
+            }
+            Digest::of(k.to_string().as_bytes())
         };
         let cache = self.solver.cache().clone();
         let remembered = cache
