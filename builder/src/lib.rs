@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod export;
+pub mod gc;
 pub mod layer;
 pub mod store;
 pub mod worker;

@@ -10,6 +10,7 @@ pub mod parser;
 pub mod remote;
 pub mod resolver;
 pub mod shell;
+pub mod syntax;
 
 pub use image::ImageConfig;
 pub use lower::{

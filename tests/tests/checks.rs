@@ -74,3 +74,44 @@ fn error_true_fails_the_build_and_warnings_follow_a_build() {
     assert!(err.contains("WARNING: MaintainerDeprecated - Maintainer instruction is deprecated in favor of using label (line 2)\nDockerfile:2\n"), "{err}");
     assert!(err.contains("   2 | >>> MAINTAINER me"), "{err}");
 }
+
+#[test]
+fn a_foreign_syntax_directive_is_warned_about_once_and_docker_s_own_is_not() {
+    let Some(env) = env("a_foreign_syntax_directive_is_warned_about_once_and_docker_s_own_is_not")
+    else {
+        return;
+    };
+    let warning = "WARNING: Dockerfile:1: \"# syntax=example.com/frontends/dockerfile:2\": \
+                   kiln builds with its own Dockerfile frontend and ignores the frontend image named here";
+    let foreign = env.context(
+        "foreign",
+        "# syntax=example.com/frontends/dockerfile:2\nFROM $BASE\nRUN true\n",
+        &[],
+    );
+    for progress in ["plain", "tty"] {
+        let out = env.ok(&["build", "--progress", progress, foreign.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.matches(warning).count(), 1, "{progress}:\n{stderr}");
+    }
+
+    // Shown even when the Dockerfile is one only that frontend understands.
+    let custom = env.context(
+        "custom",
+        "# syntax=example.com/frontends/dockerfile:2\nFROM $BASE\nFROBNICATE /x\n",
+        &[],
+    );
+    let stderr = env.fails(&["build", "--progress", "plain", custom.to_str().unwrap()]);
+    assert!(stderr.contains(warning), "{stderr}");
+    assert!(stderr.contains("unknown instruction"), "{stderr}");
+
+    for own in [
+        "docker/dockerfile:1",
+        "docker/dockerfile:1.7",
+        "docker.io/docker/dockerfile:1@sha256:ac85f380a63b13dfcefa89046420e1781752bab202122f8f50032edf31be0021",
+    ] {
+        let ctx = env.context("own", &format!("# syntax={own}\nFROM $BASE\nRUN true\n"), &[]);
+        let out = env.ok(&["build", "--progress", "plain", ctx.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("WARNING"), "{own}:\n{stderr}");
+    }
+}

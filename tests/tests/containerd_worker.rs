@@ -348,3 +348,27 @@ fn containerd_worker_names_an_unreachable_socket() {
         "{err}"
     );
 }
+
+#[test]
+fn containerd_worker_merges_copy_link_onto_the_base_in_containerd() {
+    const T: &str = "containerd_worker_merges_copy_link_onto_the_base_in_containerd";
+    let Some(env) = env(T) else { return };
+    let Some(n) = ns(&env, T, "link") else {
+        return;
+    };
+    let pid = std::process::id();
+    let ctx = env.context(
+        "link",
+        "FROM $BASE\nCOPY --link f.txt /app/\nCMD [\"cat\", \"/app/f.txt\"]\n",
+        &[("f.txt", "linked\n")],
+    );
+    let image = format!("docker.io/kiln-e2e/link:p{pid}");
+    let out = kiln_build(&env, &n.flags(), &["-t", &image, "-o", &n.output()], &ctx);
+    let (_, line) = report(&out);
+    // The merged snapshot is committed under the image's own chain ID: nothing to unpack.
+    assert!(
+        line.contains("0 layer(s) unpacked, 2 already unpacked"),
+        "{line}"
+    );
+    assert_eq!(n.run(&image, &format!("kiln-e2e-link-{pid}")), "linked\n");
+}

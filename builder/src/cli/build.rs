@@ -34,7 +34,7 @@ pub struct BuildArgs {
     /// Progress output: auto, plain, tty, or quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
-    /// Output destination: type=image|oci|docker|local|tar|containerd[,dest=PATH][,name=NAME][,namespace=NS][,address=SOCK][,unpack=BOOL]; repeatable.
+    /// Output destination: type=image|oci|docker|local|tar|containerd[,dest=PATH][,name=NAME][,namespace=NS][,address=SOCK][,unpack=BOOL][,rewrite-timestamp=BOOL]; repeatable.
     #[arg(short = 'o', long = "output")]
     pub outputs: Vec<String>,
     /// Push the image to the registry its name (-t) says (shorthand for --output=type=registry).
@@ -60,6 +60,19 @@ pub struct BuildArgs {
     pub check: bool,
     /// Build context directory.
     pub context: PathBuf,
+}
+
+/// `--build-arg`s, plus what buildx and buildctl pass from the client's environment
+/// (`SOURCE_DATE_EPOCH`) unless a flag sets it.
+fn build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
+    let mut out = parse_build_args(raw)?;
+    let key = kiln_frontend::lower::SOURCE_DATE_EPOCH;
+    if !out.contains_key(key) {
+        if let Ok(v) = std::env::var(key) {
+            out.insert(key.to_string(), v);
+        }
+    }
+    Ok(out)
 }
 
 fn parse_build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
@@ -118,10 +131,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
             bail!("--push needs a name to push to: add -t REGISTRY/REPOSITORY:TAG");
         }
         if outputs.is_empty() {
-            outputs.push(OutputSpec::Image {
-                names: args.tags.clone(),
-                push: None,
-            });
+            outputs.push(OutputSpec::image(args.tags.clone()));
         }
         for o in &mut outputs {
             if let OutputSpec::Image { push, .. } = o {
@@ -133,7 +143,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         context: args.context.clone(),
         dockerfile: args.file.clone(),
         tags: args.tags.clone(),
-        build_args: parse_build_args(&args.build_args)?,
+        build_args: build_args(&args.build_args)?,
         target: args.target.clone(),
         no_cache: args.no_cache,
         outputs,

@@ -10,6 +10,7 @@ use kiln_frontend::ImageConfig;
 use kiln_registry::oci::{media_type, Descriptor, Manifest};
 use kiln_solver::llb::Digest;
 
+use super::units::human_size;
 use crate::engine::{normalize_name, Engine};
 use crate::export::archive::{load_archive, write_archive, ArchiveFormat, ArchiveImage};
 use crate::store::images::ImageRecord;
@@ -30,21 +31,6 @@ fn record(engine: &Engine, name: &str) -> Result<ImageRecord> {
         .images
         .get(&n)?
         .ok_or_else(|| anyhow!("no such image: {name}"))
-}
-
-fn human_size(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < units.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.3}{}", units[u]).replace(".000", "")
-    }
 }
 
 /// Manifest + total layer size of a stored image.

@@ -5,7 +5,9 @@ mod checks;
 mod export;
 mod images;
 mod progress;
+mod prune;
 mod registry;
+mod units;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -104,6 +106,10 @@ pub enum Command {
     /// Export a stored image elsewhere (containerd).
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// Remove build cache (records, snapshots, cache mounts) that no tagged image needs.
+    Prune(prune::PruneArgs),
+    /// Show the build cache's disk usage.
+    Du(prune::DuArgs),
     /// Show an image's history.
     History {
         name: String,
@@ -208,7 +214,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             cli.containerd_address.as_deref(),
         ),
     };
-    let engine = Arc::new(Engine::open(opts)?);
+    // What deletes waits for running builds and keeps new ones out meanwhile.
+    let engine = if matches!(cli.command, Command::Prune(_)) {
+        Engine::open_exclusive(opts)?
+    } else {
+        Engine::open(opts)?
+    };
+    let engine = Arc::new(engine);
     match cli.command {
         Command::Build(args) => build::run(engine, args).await,
         Command::Images(args) => images::list(&engine, args),
@@ -222,6 +234,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Push(args) => registry::push(engine, args).await,
         Command::Pull(args) => registry::pull(engine, args).await,
         Command::Export(cmd) => export::run(engine, cmd).await,
+        Command::Prune(args) => prune::prune(engine, args).await,
+        Command::Du(args) => prune::du(engine, args).await,
         Command::Login(_) | Command::Logout { .. } => Ok(()),
     }
 }

@@ -9,15 +9,16 @@ use kiln_frontend::{BuildRequest, FrontendError};
 use kiln_solver::engine::{Progress, SolveError, SolveOptions};
 use kiln_solver::llb::Platform;
 
+use super::output::OutputSpec;
 use super::push::PushError;
 use super::push_early::EarlyPush;
 use super::resolver::EngineResolver;
-use super::{Engine, PushSpec};
+use super::Engine;
 use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
-use crate::export::containerd::{ContainerdOutcome, ContainerdTarget};
-use crate::export::image::{build_image_each, load_built, BuiltImage};
+use crate::export::containerd::ContainerdOutcome;
+use crate::export::image::{build_image_each, load_built, BuiltImage, Timestamps};
 use crate::export::layers::LayerPolicy;
-use crate::layer::Compression;
+use crate::layer::Mtimes;
 use crate::worker::mounts::BuildSession;
 use crate::worker::ops::WorkRef;
 use kiln_frontend::ImageConfig;
@@ -26,141 +27,6 @@ use kiln_registry::reference::Reference;
 use kiln_solver::engine::Worker;
 use kiln_solver::llb::Digest;
 use std::collections::HashMap;
-
-/// Where a build's result goes (buildx's `--output` forms).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OutputSpec {
-    /// The local image store, under these names; pushed to them too when `push` is set.
-    Image {
-        names: Vec<String>,
-        push: Option<PushSpec>,
-    },
-    /// An OCI layout tarball.
-    Oci {
-        dest: PathBuf,
-        names: Vec<String>,
-        compression: Compression,
-    },
-    /// A docker-archive tarball (also carries the OCI layout).
-    Docker {
-        dest: PathBuf,
-        names: Vec<String>,
-        compression: Compression,
-    },
-    /// The final filesystem, copied into a directory.
-    Local { dest: PathBuf },
-    /// The final filesystem as a tarball.
-    Tar { dest: PathBuf },
-    /// An image in containerd (kubelet's `k8s.io` namespace by default), unpacked.
-    Containerd {
-        names: Vec<String>,
-        target: ContainerdTarget,
-    },
-}
-
-impl OutputSpec {
-    /// Parses `type=oci,dest=out.tar` (or a bare path = `type=local,dest=PATH`, as buildx does).
-    pub fn parse(spec: &str, tags: &[String]) -> Result<OutputSpec, String> {
-        if !spec.contains('=') {
-            return Ok(OutputSpec::Local {
-                dest: PathBuf::from(spec),
-            });
-        }
-        let mut kv = BTreeMap::new();
-        for part in spec.split(',') {
-            let (k, v) = part
-                .split_once('=')
-                .ok_or_else(|| format!("invalid output option {part:?}: expected key=value"))?;
-            kv.insert(k.trim().to_string(), v.trim().to_string());
-        }
-        let kind = kv.remove("type").unwrap_or_else(|| "local".into());
-        let mut names: Vec<String> = tags.to_vec();
-        if let Some(n) = kv.remove("name") {
-            names.extend(n.split(';').map(str::to_string));
-        }
-        let dest = kv.remove("dest").map(PathBuf::from);
-        // buildx's option names; gzip is what every consumer reads.
-        let compression = match kv.remove("compression").as_deref() {
-            None | Some("gzip") => Compression::Gzip,
-            Some("zstd") => Compression::Zstd,
-            Some("uncompressed") => Compression::None,
-            Some(other) => {
-                return Err(format!(
-                    "unknown compression {other:?} (gzip, zstd or uncompressed)"
-                ))
-            }
-        };
-        let need_dest =
-            |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));
-        let flag = |kv: &mut BTreeMap<String, String>, k: &str, default: bool| match kv
-            .remove(k)
-            .as_deref()
-        {
-            None => Ok(default),
-            Some("true") | Some("1") => Ok(true),
-            Some("false") | Some("0") => Ok(false),
-            Some(v) => Err(format!("option {k}={v}: expected true or false")),
-        };
-        let out = match kind.as_str() {
-            "image" | "registry" => {
-                let push = flag(&mut kv, "push", kind == "registry")?;
-                let oci_media_types = flag(&mut kv, "oci-mediatypes", true)?;
-                if push && names.is_empty() {
-                    return Err(format!(
-                        "output type={kind} with push needs a name (name=REGISTRY/REPO:TAG or -t)"
-                    ));
-                }
-                OutputSpec::Image {
-                    names,
-                    push: push.then_some(PushSpec {
-                        compression,
-                        oci_media_types,
-                    }),
-                }
-            }
-            "oci" => OutputSpec::Oci {
-                dest: need_dest(dest)?,
-                names,
-                compression,
-            },
-            "docker" => OutputSpec::Docker {
-                dest: need_dest(dest)?,
-                names,
-                compression,
-            },
-            "local" => OutputSpec::Local {
-                dest: need_dest(dest)?,
-            },
-            "tar" => OutputSpec::Tar {
-                dest: need_dest(dest)?,
-            },
-            "containerd" => {
-                if names.is_empty() {
-                    return Err("output type=containerd needs a name (name=NAME or -t)".into());
-                }
-                let d = ContainerdTarget::default();
-                OutputSpec::Containerd {
-                    names,
-                    target: ContainerdTarget {
-                        address: kv.remove("address").unwrap_or(d.address),
-                        namespace: kv.remove("namespace").unwrap_or(d.namespace),
-                        unpack: flag(&mut kv, "unpack", true)?,
-                        snapshotter: kv.remove("snapshotter").unwrap_or(d.snapshotter),
-                    },
-                }
-            }
-            other => {
-                return Err(format!(
-                    "unknown output type {other:?} (expected image, registry, oci, docker, local, tar or containerd)"
-                ))
-            }
-        };
-        if let Some(k) = kv.keys().next() {
-            return Err(format!("unknown option {k:?} for output type={kind}"));
-        }
-        Ok(out)
-    }
-}
 
 #[derive(Clone, Debug, Default)]
 pub struct BuildOptions {
@@ -273,6 +139,20 @@ fn strip_created(v: &mut serde_json::Value) {
     }
 }
 
+/// The image-root record's note that the image's layers were written with file times clamped
+/// to this epoch.
+pub(crate) fn image_root_rewrite(epoch: i64) -> String {
+    format!("mtime-clamp={epoch}")
+}
+
+/// The epoch of [`image_root_rewrite`], from an image-root record's outputs.
+pub(crate) fn image_root_rewrite_of(outputs: &[String]) -> Option<i64> {
+    outputs
+        .iter()
+        .find_map(|o| o.strip_prefix("mtime-clamp="))
+        .and_then(|t| t.parse().ok())
+}
+
 fn export_err(e: impl std::fmt::Display) -> BuildError {
     BuildError::Export(e.to_string())
 }
@@ -293,6 +173,14 @@ impl Engine {
         progress: Progress,
     ) -> Result<BuildOutcome, BuildError> {
         let (dockerfile_path, dockerfile, filename) = read_dockerfile(&opts)?;
+        // Before lowering: a Dockerfile written for another frontend may not parse here.
+        if let Some(f) =
+            kiln_frontend::syntax::foreign_frontend(&dockerfile, &filename, &opts.build_args)
+        {
+            progress.send(kiln_solver::engine::ProgressEvent::Warning {
+                message: f.to_string(),
+            });
+        }
         let dockerignore =
             crate::worker::context::read_dockerignore(&opts.context, Some(&dockerfile_path))
                 .map_err(|e| BuildError::Read {
@@ -365,12 +253,13 @@ impl Engine {
             );
         }
         let outputs = if opts.outputs.is_empty() {
-            vec![OutputSpec::Image {
-                names: names.clone(),
-                push: None,
-            }]
+            vec![OutputSpec::image(names.clone())]
         } else {
             opts.outputs.clone()
+        };
+        let times = |out: &OutputSpec| Timestamps {
+            epoch: plan.epoch,
+            rewrite: out.rewrite_timestamp(),
         };
         let mut images = HashMap::new();
         let mut image = None;
@@ -379,7 +268,7 @@ impl Engine {
         for out in &outputs {
             let mut early_pushed = Vec::new();
             let img = match out {
-                OutputSpec::Image { push, names } => {
+                OutputSpec::Image { push, names, .. } => {
                     // A pushed image carries compressed layers; the store keeps the same image.
                     let policy = match push {
                         Some(p) => LayerPolicy::Exactly(p.compression),
@@ -395,7 +284,14 @@ impl Engine {
                         _ => None,
                     };
                     let (img, pushed) = self
-                        .image_for_pushing(&root, &plan.image, policy, &mut images, early.as_ref())
+                        .image_for_pushing(
+                            &root,
+                            &plan.image,
+                            policy,
+                            times(out),
+                            &mut images,
+                            early.as_ref(),
+                        )
                         .await?;
                     early_pushed = pushed;
                     Some(img)
@@ -406,6 +302,7 @@ impl Engine {
                             &root,
                             &plan.image,
                             LayerPolicy::Exactly(*compression),
+                            times(out),
                             &mut images,
                         )
                         .await?,
@@ -413,12 +310,19 @@ impl Engine {
                 }
                 // As the image store has it: containerd's differ takes uncompressed layers.
                 OutputSpec::Containerd { .. } => Some(
-                    self.image_for(&root, &plan.image, LayerPolicy::Cheapest, &mut images)
-                        .await?,
+                    self.image_for(
+                        &root,
+                        &plan.image,
+                        LayerPolicy::Cheapest,
+                        times(out),
+                        &mut images,
+                    )
+                    .await?,
                 ),
                 _ => None,
             };
-            self.export_one(out, img.as_ref(), &root).await?;
+            self.export_one(out, img.as_ref(), &root, plan.epoch)
+                .await?;
             if let (OutputSpec::Containerd { names, target }, Some(img)) = (out, img.as_ref()) {
                 to_containerd.push(self.export_to_containerd(img, names, target).await?);
             }
@@ -426,6 +330,7 @@ impl Engine {
                 OutputSpec::Image {
                     names: out_names,
                     push: Some(spec),
+                    ..
                 },
                 Some(img),
             ) = (out, img.as_ref())
@@ -449,18 +354,19 @@ impl Engine {
         })
     }
 
-    /// The image for `root` + `config` with layers per `policy`. Made once per build and
-    /// policy, and remembered across builds: a rebuild whose every step was cached gives the
-    /// same image (same digest) instead of a new one differing only in timestamps.
+    /// The image for `root` + `config` with layers per `policy` and `times`. Made once per
+    /// build and policy, and remembered across builds: a rebuild whose every step was cached
+    /// gives the same image (same digest) instead of a new one differing only in timestamps.
     async fn image_for(
         self: &Arc<Self>,
         root: &WorkRef,
         config: &ImageConfig,
         policy: LayerPolicy,
-        made: &mut HashMap<LayerPolicy, BuiltImage>,
+        times: Timestamps,
+        made: &mut HashMap<(LayerPolicy, Timestamps), BuiltImage>,
     ) -> Result<BuiltImage, BuildError> {
         Ok(self
-            .image_for_pushing(root, config, policy, made, None)
+            .image_for_pushing(root, config, policy, times, made, None)
             .await?
             .0)
     }
@@ -472,17 +378,27 @@ impl Engine {
         root: &WorkRef,
         config: &ImageConfig,
         policy: LayerPolicy,
-        made: &mut HashMap<LayerPolicy, BuiltImage>,
+        times: Timestamps,
+        made: &mut HashMap<(LayerPolicy, Timestamps), BuiltImage>,
         early: Option<&EarlyPush>,
     ) -> Result<(BuiltImage, Vec<(kiln_registry::Digest, BlobPushed)>), BuildError> {
-        if let Some(img) = made.get(&policy) {
+        if let Some(img) = made.get(&(policy, times)) {
             return Ok((img.clone(), Vec::new()));
         }
         let key = {
             let mut c = serde_json::to_value(config).map_err(export_err)?;
             strip_created(&mut c);
             let root_id = self.worker().encode_ref(root);
-            Digest::of(serde_json::json!({ "export": root_id, "policy": format!("{policy:?}"), "config": c }).to_string().as_bytes())
+            let mut k = serde_json::json!({
+                "export": root_id,
+                "policy": format!("{policy:?}"),
+                "config": c
+            });
+            // Only when set: the records of builds without an epoch keep their keys.
+            if times != Timestamps::default() {
+                k["times"] = format!("{times:?}").into();
+            }
+            Digest::of(k.to_string().as_bytes())
         };
         let cache = self.solver.cache().clone();
         let remembered = cache
@@ -498,10 +414,18 @@ impl Engine {
                 let (snaps, root2, config) = (self.snapshots.clone(), root.clone(), config.clone());
                 let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
                 let building = tokio::task::spawn_blocking(move || {
-                    build_image_each(snaps.as_ref(), &content, &root2, config, policy, &mut |l| {
-                        // Nobody listening (no early push, or it failed) is fine.
-                        let _ = tx.send(l.clone());
-                    })
+                    build_image_each(
+                        snaps.as_ref(),
+                        &content,
+                        &root2,
+                        config,
+                        policy,
+                        times,
+                        &mut |l| {
+                            // Nobody listening (no early push, or it failed) is fine.
+                            let _ = tx.send(l.clone());
+                        },
+                    )
                 });
                 let uploaded = match early {
                     Some(e) => self.upload_as_made(rx, e).await,
@@ -519,11 +443,18 @@ impl Engine {
         if let WorkRef::Snapshot(id) = root {
             // A later FROM of this image uses the snapshot instead of unpacking its layers.
             let key = crate::worker::image_source::image_root_key(&img.manifest.digest.to_string());
-            if let Err(e) = cache.put(&key, &[id.to_string()], "image root") {
+            let mut outputs = vec![id.to_string()];
+            // A re-export of the image (kiln push) rewrites its layers the same way.
+            outputs.extend(
+                times
+                    .layer_rewrite(&[])
+                    .map(|r| image_root_rewrite(r.epoch)),
+            );
+            if let Err(e) = cache.put(&key, &outputs, "image root") {
                 tracing::warn!("recording the image's snapshot: {e}");
             }
         }
-        made.insert(policy, img.clone());
+        made.insert((policy, times), img.clone());
         Ok((img, pushed))
     }
 
@@ -532,6 +463,7 @@ impl Engine {
         out: &OutputSpec,
         image: Option<&BuiltImage>,
         root: &WorkRef,
+        epoch: Option<i64>,
     ) -> Result<(), BuildError> {
         let normalize = |ns: &[String]| -> Result<Vec<String>, BuildError> {
             ns.iter()
@@ -607,6 +539,9 @@ impl Engine {
                     ),
                     _ => None,
                 };
+                // As BuildKit's local and tar exporters: every file gets the epoch.
+                let fixed = epoch.map(|t| u64::try_from(t).unwrap_or(0));
+                let mtimes = fixed.map_or(Mtimes::Keep, Mtimes::Fixed);
                 let (mp2, dest2, is_tar) = (
                     mp.clone(),
                     dest.clone(),
@@ -615,11 +550,11 @@ impl Engine {
                 let res = tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
                     if is_tar {
                         let w = create(&dest2)?;
-                        crate::layer::write_tree_tar(&mp2, w)
+                        crate::layer::write_tree_tar(&mp2, mtimes, w)
                             .map(|_| ())
                             .map_err(export_err)
                     } else {
-                        crate::export::local::copy_tree(&mp2, &dest2).map_err(export_err)
+                        crate::export::local::copy_tree(&mp2, &dest2, fixed).map_err(export_err)
                     }
                 })
                 .await

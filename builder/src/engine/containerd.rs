@@ -13,7 +13,7 @@ use crate::export::containerd::{
     ImageBlobs, Opener,
 };
 use crate::export::image::{load_built, BuiltImage};
-use crate::export::layers::{lazy_source, write_lazy_layer, LayerError};
+use crate::export::layers::{lazy_source, write_lazy_layer, LayerError, LayerInfo};
 use crate::worker::snapshot::{SnapshotId, Snapshotter};
 
 #[derive(Debug, thiserror::Error)]
@@ -159,8 +159,8 @@ impl Engine {
         let found = tokio::task::spawn_blocking(move || {
             let mut found = Vec::new();
             for d in digests {
-                if let Some(id) = lazy_source(snaps.as_ref(), &d)? {
-                    found.push((d, id));
+                if let Some((id, layer)) = lazy_source(snaps.as_ref(), &d)? {
+                    found.push((d, id, layer));
                 }
             }
             Ok::<_, LayerError>(found)
@@ -172,25 +172,25 @@ impl Engine {
         })??;
         Ok(found
             .into_iter()
-            .map(|(d, id)| (d.clone(), lazy_stream(self.snapshots.clone(), id, d)))
+            .map(|(d, id, layer)| (d, lazy_stream(self.snapshots.clone(), id, layer)))
             .collect())
     }
 }
 
-/// The bytes of snapshot `id`'s layer `digest`, tarred on a blocking thread into a pipe as
+/// The bytes of snapshot `id`'s lazy `layer`, tarred on a blocking thread into a pipe as
 /// they are read. A failure there ends the stream short, which containerd's commit (size and
 /// digest checked) refuses; the cause is logged.
-fn lazy_stream(snaps: Arc<dyn Snapshotter>, id: SnapshotId, digest: String) -> BlobStream {
+fn lazy_stream(snaps: Arc<dyn Snapshotter>, id: SnapshotId, layer: LayerInfo) -> BlobStream {
     let open: Opener = Box::new(move || {
-        let (snaps, digest) = (snaps.clone(), digest.clone());
+        let (snaps, layer) = (snaps.clone(), layer.clone());
         async move {
             let (r, w) = std::io::pipe().map_err(|source| ContainerdError::Read {
                 path: snaps.upper_dir(id),
                 source,
             })?;
             tokio::task::spawn_blocking(move || {
-                if let Err(e) = write_lazy_layer(snaps.as_ref(), id, &digest, w) {
-                    tracing::warn!("streaming layer {digest} to containerd: {e}");
+                if let Err(e) = write_lazy_layer(snaps.as_ref(), id, &layer, w) {
+                    tracing::warn!("streaming layer {} to containerd: {e}", layer.digest);
                 }
             });
             let file = std::fs::File::from(std::os::fd::OwnedFd::from(r));

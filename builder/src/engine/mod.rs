@@ -4,13 +4,15 @@
 pub mod build;
 pub mod containerd;
 mod lock;
+pub mod output;
 pub(crate) mod pull;
 pub mod push;
 mod push_early;
 mod resolver;
 
-pub use build::{BuildOptions, BuildOutcome, OutputSpec};
+pub use build::{BuildOptions, BuildOutcome};
 pub use lock::RootLock;
+pub use output::OutputSpec;
 pub use pull::normalize_name;
 pub use push::{PushOutcome, PushSpec};
 
@@ -107,10 +109,26 @@ fn store_err(e: impl std::fmt::Display) -> EngineError {
 }
 
 impl Engine {
+    /// Opens the state root beside other kiln processes (builds, queries).
     pub fn open(opts: EngineOptions) -> Result<Engine, EngineError> {
+        Self::open_locked(opts, false)
+    }
+
+    /// Opens the state root for deleting from it (prune): waits until no other kiln process
+    /// uses it, and keeps them waiting meanwhile.
+    pub fn open_exclusive(opts: EngineOptions) -> Result<Engine, EngineError> {
+        Self::open_locked(opts, true)
+    }
+
+    fn open_locked(opts: EngineOptions, exclusive: bool) -> Result<Engine, EngineError> {
         mkdir(&opts.root)?;
         mkdir(&opts.state)?;
-        let lock = RootLock::shared(&opts.root).map_err(|source| EngineError::Setup {
+        let lock = if exclusive {
+            RootLock::exclusive(&opts.root)
+        } else {
+            RootLock::shared(&opts.root)
+        };
+        let lock = lock.map_err(|source| EngineError::Setup {
             path: opts.root.clone(),
             source,
         })?;

@@ -13,7 +13,7 @@ use kiln_solver::llb::Digest;
 
 use super::push_early::EarlyPush;
 use super::Engine;
-use crate::export::image::{build_image_each, load_built, BuiltImage};
+use crate::export::image::{build_image_each, load_built, BuiltImage, Timestamps};
 use crate::export::layers::{materialize, LayerInfo, LayerPolicy};
 use crate::layer::Compression;
 use crate::worker::image_source::image_root_key;
@@ -108,15 +108,23 @@ impl Engine {
             msg,
         };
         let stored = load_built(&self.content, digest).map_err(|e| prep(e.to_string()))?;
-        let root = self
+        let record = self
             .solver
             .cache()
             .get(&image_root_key(digest))
             .ok()
-            .flatten()
-            .and_then(|r| r.outputs.first().and_then(|s| s.parse().ok()));
-        let Some(id) = root else {
+            .flatten();
+        let Some((id, rewrite)) = record.and_then(|r| {
+            let id = r.outputs.first().and_then(|s| s.parse().ok())?;
+            Some((id, super::build::image_root_rewrite_of(&r.outputs)))
+        }) else {
             return Ok((stored, Vec::new()));
+        };
+        // Layers written with clamped times are made again the same way; the stored diff IDs
+        // are the ones to keep as they are (the base's match them, the rest were clamped).
+        let times = Timestamps {
+            epoch: rewrite,
+            rewrite: rewrite.is_some(),
         };
         let (snaps, content, config) = (
             self.snapshots.clone(),
@@ -131,6 +139,7 @@ impl Engine {
                 &WorkRef::Snapshot(id),
                 config,
                 LayerPolicy::Exactly(compression),
+                times,
                 &mut |l| {
                     // Nobody listening (no early push, or it failed) is fine.
                     let _ = tx.send(l.clone());
@@ -144,7 +153,16 @@ impl Engine {
         let made = made.await.map_err(|e| prep(e.to_string()))?;
         let pushed = pushed?;
         match made {
-            Ok(img) => Ok((img, pushed)),
+            // The same image with other blobs, or it is not the stored image any more.
+            Ok(img) if img.config.rootfs.diff_ids == stored.config.rootfs.diff_ids => {
+                Ok((img, pushed))
+            }
+            Ok(_) => {
+                tracing::warn!(
+                    "re-exporting {name} from its snapshot gave other layers; pushing it as stored"
+                );
+                Ok((stored, Vec::new()))
+            }
             Err(e) => {
                 tracing::warn!("re-exporting {name} from its snapshot: {e}; pushing it as stored");
                 Ok((stored, pushed))

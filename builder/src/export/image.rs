@@ -6,7 +6,7 @@ use kiln_frontend::ImageConfig;
 use kiln_registry::oci::{media_type, Descriptor, Manifest};
 use kiln_solver::llb::Digest;
 
-use super::layers::{chain_layers_each, LayerInfo, LayerPolicy};
+use super::layers::{chain_layers_each, LayerInfo, LayerPolicy, Rewrite};
 use crate::store::content::ContentStore;
 use crate::worker::ops::WorkRef;
 use crate::worker::snapshot::Snapshotter;
@@ -31,6 +31,47 @@ pub struct BuiltImage {
     pub config: ImageConfig,
     pub config_digest: Digest,
     pub layers: Vec<Descriptor>,
+}
+
+/// What an image export does with SOURCE_DATE_EPOCH.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Timestamps {
+    /// The build's SOURCE_DATE_EPOCH: the image's `created` and its history's times.
+    pub epoch: Option<i64>,
+    /// BuildKit's `rewrite-timestamp`: the image's own layers get no file time later than
+    /// the epoch (nothing to do without one).
+    pub rewrite: bool,
+}
+
+impl Timestamps {
+    /// The layer rewrite, keeping the base image's layers (`base_diff_ids`) as they are.
+    pub fn layer_rewrite(&self, base_diff_ids: &[String]) -> Option<Rewrite> {
+        match self.epoch {
+            Some(epoch) if self.rewrite => Some(Rewrite {
+                epoch,
+                keep: base_diff_ids.to_vec(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// BuildKit's rule for `created` with an epoch: a time already set stays unless it is later
+/// than the epoch; an unset one is the last history entry's.
+fn clamp_created(config: &mut ImageConfig, epoch: i64) {
+    let later =
+        |t: &str| chrono::DateTime::parse_from_rfc3339(t).map_or(true, |t| t.timestamp() > epoch);
+    match config.created.as_deref() {
+        Some(t) if later(t) => config.created = Some(kiln_frontend::lower::rfc3339(epoch)),
+        Some(_) => {}
+        None => {
+            config.created = config
+                .history
+                .last()
+                .and_then(|h| h.created.clone())
+                .or_else(|| Some(kiln_frontend::lower::rfc3339(epoch)));
+        }
+    }
 }
 
 pub fn now_rfc3339() -> String {
@@ -68,15 +109,17 @@ fn align_history(history: &mut Vec<History>, layers: &[LayerInfo], created: &str
     }
 }
 
-/// Writes config + manifest for `root` (None = no layers) with `config` from the frontend.
+/// Writes config + manifest for `root` (None = no layers) with `config` from the frontend
+/// (whose `rootfs.diff_ids` are the base image's).
 pub fn build_image(
     snapshots: &dyn Snapshotter,
     content: &ContentStore,
     root: &WorkRef,
     config: ImageConfig,
     policy: LayerPolicy,
+    times: Timestamps,
 ) -> Result<BuiltImage, ExportError> {
-    build_image_each(snapshots, content, root, config, policy, &mut |_| {})
+    build_image_each(snapshots, content, root, config, policy, times, &mut |_| {})
 }
 
 /// [`build_image`], calling `ready` with each layer as soon as it is made.
@@ -86,25 +129,37 @@ pub fn build_image_each(
     root: &WorkRef,
     mut config: ImageConfig,
     policy: LayerPolicy,
+    times: Timestamps,
     ready: &mut dyn FnMut(&LayerInfo),
 ) -> Result<BuiltImage, ExportError> {
+    let rewrite = times.layer_rewrite(&config.rootfs.diff_ids);
     let layers = match root {
-        WorkRef::Snapshot(id) => chain_layers_each(snapshots, content, *id, policy, ready)?,
+        WorkRef::Snapshot(id) => {
+            chain_layers_each(snapshots, content, *id, policy, rewrite.as_ref(), ready)?
+        }
         WorkRef::Scratch => Vec::new(),
         WorkRef::Local(_) => return Err(other("cannot export a local directory as an image")),
     };
-    let created = now_rfc3339();
+    let created = match times.epoch {
+        Some(t) => kiln_frontend::lower::rfc3339(t),
+        None => now_rfc3339(),
+    };
     align_history(&mut config.history, &layers, &created);
     let real: Vec<&LayerInfo> = layers.iter().filter(|l| !l.empty).collect();
     config.rootfs.kind = "layers".into();
     config.rootfs.diff_ids = real.iter().map(|l| l.diff_id.clone()).collect();
-    if config.created.is_none()
-        || config
-            .history
-            .iter()
-            .any(|h| h.created.as_deref() == Some(&created))
-    {
-        config.created = Some(created);
+    match times.epoch {
+        Some(t) => clamp_created(&mut config, t),
+        None => {
+            if config.created.is_none()
+                || config
+                    .history
+                    .iter()
+                    .any(|h| h.created.as_deref() == Some(&created))
+            {
+                config.created = Some(created);
+            }
+        }
     }
     let config_bytes = serde_json::to_vec(&config).map_err(other)?;
     let config_digest = content
@@ -221,6 +276,7 @@ mod tests {
             empty,
             lazy: false,
             in_containerd: false,
+            mtime_clamp: None,
         }
     }
 
@@ -236,6 +292,38 @@ mod tests {
         assert!(hist[2].empty_layer);
         assert!(!hist[3].empty_layer);
         assert!(hist.iter().all(|h| h.created.is_some()));
+    }
+
+    #[test]
+    fn created_with_an_epoch() {
+        let mut c = ImageConfig::default();
+        clamp_created(&mut c, 0);
+        assert_eq!(c.created.as_deref(), Some("1970-01-01T00:00:00Z"));
+        c.created = Some("2002-01-01T00:00:00.5Z".into());
+        c.history = vec![History {
+            created: Some("1999-01-01T00:00:00Z".into()),
+            ..Default::default()
+        }];
+        clamp_created(&mut c, 1_000_000_000);
+        assert_eq!(
+            c.created.as_deref(),
+            Some("2001-09-09T01:46:40Z"),
+            "later: clamped"
+        );
+        c.created = Some("1990-01-01T00:00:00Z".into());
+        clamp_created(&mut c, 1_000_000_000);
+        assert_eq!(
+            c.created.as_deref(),
+            Some("1990-01-01T00:00:00Z"),
+            "earlier: kept"
+        );
+        c.created = None;
+        clamp_created(&mut c, 1_000_000_000);
+        assert_eq!(
+            c.created.as_deref(),
+            Some("1999-01-01T00:00:00Z"),
+            "unset: last history"
+        );
     }
 
     #[test]

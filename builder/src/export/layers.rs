@@ -1,9 +1,13 @@
 //! The layers of a snapshot chain: each snapshot's diff against its parent, computed once and
 //! memoised on the snapshot (diff ID and compressed digest together).
 
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
-use crate::layer::{diff_id_of, write_diff_tar, write_layer_diff, Compression, LayerOptions};
+use crate::layer::{
+    diff_id_of, write_diff_tar, write_layer_diff, Compression, LayerOptions, Mtimes,
+};
 use crate::store::content::ContentStore;
 use crate::worker::snapshot::{SnapshotId, Snapshotter};
 
@@ -25,6 +29,10 @@ pub struct LayerInfo {
     /// worker), not in kiln's.
     #[serde(default)]
     pub in_containerd: bool,
+    /// Written with no file time later than this (SOURCE_DATE_EPOCH, `rewrite-timestamp`):
+    /// a different layer from the snapshot's plain one, made again the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime_clamp: Option<u64>,
 }
 
 impl LayerInfo {
@@ -39,6 +47,7 @@ impl LayerInfo {
             empty: false,
             lazy: true,
             in_containerd: false,
+            mtime_clamp: None,
         }
     }
 
@@ -52,6 +61,7 @@ impl LayerInfo {
             empty: true,
             lazy: false,
             in_containerd: false,
+            mtime_clamp: None,
         }
     }
 }
@@ -90,8 +100,8 @@ fn compression_of(media_type: &str) -> Compression {
     }
 }
 
-/// The memoised layers of one snapshot (one per compression made so far).
-fn memo(snapshots: &dyn Snapshotter, id: SnapshotId) -> Vec<LayerInfo> {
+/// The memoised layers of one snapshot (one per compression and rewrite made so far).
+pub(crate) fn memo(snapshots: &dyn Snapshotter, id: SnapshotId) -> Vec<LayerInfo> {
     let Ok(Some(js)) = snapshots.layer_info(id) else {
         return Vec::new();
     };
@@ -100,15 +110,32 @@ fn memo(snapshots: &dyn Snapshotter, id: SnapshotId) -> Vec<LayerInfo> {
         .unwrap_or_default()
 }
 
+/// BuildKit's `rewrite-timestamp`: an image's own layers are written with no file time later
+/// than the epoch; the base image's layers (the leading ones whose diff IDs are `keep`'s)
+/// stay as they are, as BuildKit leaves them.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Rewrite {
+    pub epoch: i64,
+    pub keep: Vec<String>,
+}
+
+impl Rewrite {
+    fn mtimes(&self) -> Mtimes {
+        // A tar header cannot hold a time before 1970.
+        Mtimes::Clamp(u64::try_from(self.epoch).unwrap_or(0))
+    }
+}
+
 /// The layers of `top`'s chain, bottom first (empty diffs included, flagged), each computed
-/// at most once per compression and remembered on its snapshot.
+/// at most once per compression (and rewrite) and remembered on its snapshot.
 pub fn chain_layers(
     snapshots: &dyn Snapshotter,
     content: &ContentStore,
     top: SnapshotId,
     policy: LayerPolicy,
+    rewrite: Option<&Rewrite>,
 ) -> Result<Vec<LayerInfo>, LayerError> {
-    chain_layers_each(snapshots, content, top, policy, &mut |_| {})
+    chain_layers_each(snapshots, content, top, policy, rewrite, &mut |_| {})
 }
 
 /// [`chain_layers`], calling `ready` with each layer as soon as it is there (so a push can
@@ -118,83 +145,131 @@ pub fn chain_layers_each(
     content: &ContentStore,
     top: SnapshotId,
     policy: LayerPolicy,
+    rewrite: Option<&Rewrite>,
     ready: &mut dyn FnMut(&LayerInfo),
 ) -> Result<Vec<LayerInfo>, LayerError> {
-    let e = |id: SnapshotId| move |m: String| LayerError { id, msg: m };
-    let chain = snapshots.chain(top).map_err(|x| e(top)(x.to_string()))?;
+    let chain = snapshots.chain(top).map_err(|x| LayerError {
+        id: top,
+        msg: x.to_string(),
+    })?;
     let mut out = Vec::with_capacity(chain.len());
-    for (i, &id) in chain.iter().enumerate() {
-        let mut known = memo(snapshots, id);
-        let present = |l: &LayerInfo| {
-            l.empty
-                || l.lazy
-                || l.in_containerd
-                || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
-        };
-        let reuse = known.iter().find(|l| {
-            present(l)
-                && match policy {
-                    LayerPolicy::Cheapest => true,
-                    LayerPolicy::Exactly(c) => l.empty || compression_of(&l.media_type) == c,
-                }
-        });
-        if let Some(l) = reuse {
-            ready(l);
-            out.push(l.clone());
-            continue;
-        }
-        let upper = snapshots.upper_dir(id);
-        let empty = LayerInfo::empty();
-        // The parent chain's dirs, nearest first: what overlayfs stacked under this upper.
-        let lowers: Vec<_> = chain[..i]
-            .iter()
-            .rev()
-            .map(|&p| snapshots.upper_dir(p))
-            .collect();
-        let info = if upper_is_empty(&upper) {
-            empty
-        } else if policy == LayerPolicy::Cheapest {
-            let (diff_id, size, entries) =
-                diff_id_of(&upper, &lowers).map_err(|x| e(id)(x.to_string()))?;
-            if entries == 0 {
-                empty
-            } else {
-                LayerInfo::lazy(&diff_id.to_string(), size)
-            }
-        } else {
-            let opts = LayerOptions {
-                compression: match policy {
-                    LayerPolicy::Cheapest => Compression::None,
-                    LayerPolicy::Exactly(c) => c,
-                },
-                ..LayerOptions::default()
-            };
-            let blob = write_layer_diff(&upper, &lowers, content, &opts)
-                .map_err(|x| e(id)(x.to_string()))?;
-            if blob.entries == 0 {
-                empty
-            } else {
-                LayerInfo {
-                    diff_id: blob.diff_id.to_string(),
-                    digest: blob.digest.to_string(),
-                    size: blob.size,
-                    media_type: blob.media_type,
-                    empty: false,
-                    lazy: false,
-                    in_containerd: false,
+    // Base layers still matched, while rewriting; after the first mismatch all are new.
+    let mut kept = 0;
+    let mut diverged = false;
+    for &id in &chain {
+        let info = match rewrite {
+            None => layer_of(snapshots, content, id, policy, Mtimes::Keep)?,
+            Some(rw) if diverged => layer_of(snapshots, content, id, policy, rw.mtimes())?,
+            Some(rw) => {
+                let plain = layer_of(snapshots, content, id, policy, Mtimes::Keep)?;
+                if plain.empty {
+                    plain
+                } else if rw.keep.get(kept) == Some(&plain.diff_id) {
+                    kept += 1;
+                    plain
+                } else {
+                    diverged = true;
+                    layer_of(snapshots, content, id, policy, rw.mtimes())?
                 }
             }
         };
-        known.retain(|l| present(l));
-        known.push(info.clone());
-        let js = serde_json::to_string(&known).map_err(|x| e(id)(x.to_string()))?;
-        snapshots
-            .set_layer_info(id, &js)
-            .map_err(|x| e(id)(x.to_string()))?;
         ready(&info);
         out.push(info);
     }
     Ok(out)
+}
+
+/// The upper dirs `id`'s layer is a diff against, nearest first: the snapshots overlayfs
+/// stacks under it, down to the bottom of a merged-in chain.
+fn diff_lowers(snapshots: &dyn Snapshotter, id: SnapshotId) -> Result<Vec<PathBuf>, LayerError> {
+    let base = snapshots.diff_base(id).map_err(|x| LayerError {
+        id,
+        msg: x.to_string(),
+    })?;
+    Ok(base.into_iter().map(|p| snapshots.upper_dir(p)).collect())
+}
+
+/// The layer of `id` (its diff against the snapshots below it) with `policy`'s blob and
+/// `mtimes`: the memoised one when present, else computed and memoised.
+fn layer_of(
+    snapshots: &dyn Snapshotter,
+    content: &ContentStore,
+    id: SnapshotId,
+    policy: LayerPolicy,
+    mtimes: Mtimes,
+) -> Result<LayerInfo, LayerError> {
+    let e = |m: String| LayerError { id, msg: m };
+    let clamp = match mtimes {
+        Mtimes::Clamp(t) => Some(t),
+        _ => None,
+    };
+    let mut known = memo(snapshots, id);
+    let present = |l: &LayerInfo| {
+        l.empty
+            || l.lazy
+            || l.in_containerd
+            || kiln_solver::llb::Digest::parse(&l.digest).is_some_and(|d| content.has(&d))
+    };
+    let reuse = known.iter().find(|l| {
+        present(l)
+            && (l.empty
+                || (l.mtime_clamp == clamp
+                    && match policy {
+                        LayerPolicy::Cheapest => true,
+                        LayerPolicy::Exactly(c) => compression_of(&l.media_type) == c,
+                    }))
+    });
+    if let Some(l) = reuse {
+        return Ok(l.clone());
+    }
+    let upper = snapshots.upper_dir(id);
+    let lowers = diff_lowers(snapshots, id)?;
+    let info = if upper_is_empty(&upper) {
+        LayerInfo::empty()
+    } else if policy == LayerPolicy::Cheapest {
+        let (diff_id, size, entries) =
+            diff_id_of(&upper, &lowers, mtimes).map_err(|x| e(x.to_string()))?;
+        if entries == 0 {
+            LayerInfo::empty()
+        } else {
+            LayerInfo {
+                mtime_clamp: clamp,
+                ..LayerInfo::lazy(&diff_id.to_string(), size)
+            }
+        }
+    } else {
+        let opts = LayerOptions {
+            compression: match policy {
+                LayerPolicy::Cheapest => Compression::None,
+                LayerPolicy::Exactly(c) => c,
+            },
+            mtimes,
+            ..LayerOptions::default()
+        };
+        let blob =
+            write_layer_diff(&upper, &lowers, content, &opts).map_err(|x| e(x.to_string()))?;
+        if blob.entries == 0 {
+            LayerInfo::empty()
+        } else {
+            LayerInfo {
+                diff_id: blob.diff_id.to_string(),
+                digest: blob.digest.to_string(),
+                size: blob.size,
+                media_type: blob.media_type,
+                empty: false,
+                lazy: false,
+                in_containerd: false,
+                mtime_clamp: clamp,
+            }
+        }
+    };
+    known.retain(|l| present(l));
+    known.push(info.clone());
+    let js = serde_json::to_string(&known).map_err(|x| e(x.to_string()))?;
+    snapshots
+        .set_layer_info(id, &js)
+        .map_err(|x| e(x.to_string()))?;
+    Ok(info)
 }
 
 /// Puts the blobs `digests` into the content store when they are lazy layers of some
@@ -209,79 +284,70 @@ pub fn materialize(
         .iter()
         .filter(|d| kiln_solver::llb::Digest::parse(d).is_some_and(|d| !content.has(&d)))
         .collect();
-    if missing.is_empty() {
-        return Ok(());
-    }
     for d in missing {
-        let Some(id) = lazy_source(snapshots, d)? else {
+        let Some((id, want)) = lazy_source(snapshots, d)? else {
             continue;
         };
-        let (upper, lowers) = diff_dirs(snapshots, id)?;
+        let lowers = diff_lowers(snapshots, id)?;
         let opts = LayerOptions {
             compression: Compression::None,
+            mtimes: want.mtime_clamp.map_or(Mtimes::Keep, Mtimes::Clamp),
             ..LayerOptions::default()
         };
-        let blob = write_layer_diff(&upper, &lowers, content, &opts).map_err(|x| LayerError {
-            id,
-            msg: x.to_string(),
-        })?;
-        if blob.digest.to_string() != *d {
-            return Err(made_again_differs(id, &blob.digest.to_string(), d));
+        let blob =
+            write_layer_diff(&snapshots.upper_dir(id), &lowers, content, &opts).map_err(|x| {
+                LayerError {
+                    id,
+                    msg: x.to_string(),
+                }
+            })?;
+        if blob.digest.to_string() != want.digest {
+            return Err(made_again_differs(
+                id,
+                &blob.digest.to_string(),
+                &want.digest,
+            ));
         }
     }
     Ok(())
 }
 
-/// The snapshot whose (uncompressed, not stored) layer is `digest`, if any.
+/// The snapshot whose (uncompressed, not stored) layer is `digest`, with that layer, if any.
 pub fn lazy_source(
     snapshots: &dyn Snapshotter,
     digest: &str,
-) -> Result<Option<SnapshotId>, LayerError> {
+) -> Result<Option<(SnapshotId, LayerInfo)>, LayerError> {
     let all = snapshots.list().map_err(|x| LayerError {
         id: 0,
         msg: x.to_string(),
     })?;
-    Ok(all.into_iter().map(|info| info.id).find(|&id| {
-        memo(snapshots, id)
-            .iter()
-            .any(|l| l.lazy && l.digest == digest)
+    Ok(all.into_iter().find_map(|info| {
+        memo(snapshots, info.id)
+            .into_iter()
+            .find(|l| l.lazy && l.digest == digest)
+            .map(|l| (info.id, l))
     }))
 }
 
-/// Streams the lazy layer `digest` of snapshot `id` into `out`, made again from the snapshot;
-/// fails (after writing) when the bytes made are not that digest any more.
+/// Streams snapshot `id`'s lazy layer `want` into `out`, made again from the snapshot; fails
+/// (after writing) when the bytes made are not that layer any more.
 pub fn write_lazy_layer(
     snapshots: &dyn Snapshotter,
     id: SnapshotId,
-    digest: &str,
+    want: &LayerInfo,
     out: impl std::io::Write,
 ) -> Result<u64, LayerError> {
-    let (upper, lowers) = diff_dirs(snapshots, id)?;
-    let (made, size, _) = write_diff_tar(&upper, &lowers, out).map_err(|x| LayerError {
-        id,
-        msg: x.to_string(),
-    })?;
-    if made.to_string() != digest {
-        return Err(made_again_differs(id, &made.to_string(), digest));
+    let lowers = diff_lowers(snapshots, id)?;
+    let mtimes = want.mtime_clamp.map_or(Mtimes::Keep, Mtimes::Clamp);
+    let (made, size, _) =
+        write_diff_tar(&snapshots.upper_dir(id), &lowers, mtimes, out).map_err(|x| LayerError {
+            id,
+            msg: x.to_string(),
+        })?;
+    if made.to_string() != want.digest {
+        return Err(made_again_differs(id, &made.to_string(), &want.digest));
     }
     Ok(size)
-}
-
-/// `id`'s upper dir and its parent chain's dirs, nearest first: what overlayfs stacks.
-fn diff_dirs(
-    snapshots: &dyn Snapshotter,
-    id: SnapshotId,
-) -> Result<(std::path::PathBuf, Vec<std::path::PathBuf>), LayerError> {
-    let chain = snapshots.chain(id).map_err(|x| LayerError {
-        id,
-        msg: x.to_string(),
-    })?;
-    let lowers = chain[..chain.len().saturating_sub(1)]
-        .iter()
-        .rev()
-        .map(|&p| snapshots.upper_dir(p))
-        .collect();
-    Ok((snapshots.upper_dir(id), lowers))
 }
 
 fn made_again_differs(id: SnapshotId, made: &str, want: &str) -> LayerError {

@@ -24,6 +24,7 @@ use tracing::debug;
 
 use crate::store::content::{ContentError, ContentStore};
 use compress::{Codec, HashingWriter, ParallelEncoder};
+pub use tarwrite::Mtimes;
 use tarwrite::TarWriter;
 
 pub use apply::{apply_layer, ApplyStats};
@@ -90,6 +91,8 @@ pub struct LayerOptions {
     pub level: Option<i32>,
     /// Compression threads; 0 = one per core.
     pub threads: usize,
+    /// Member mtimes as written (SOURCE_DATE_EPOCH clamping).
+    pub mtimes: Mtimes,
 }
 
 impl Default for LayerOptions {
@@ -98,6 +101,7 @@ impl Default for LayerOptions {
             compression: Compression::Gzip,
             level: None,
             threads: 0,
+            mtimes: Mtimes::Keep,
         }
     }
 }
@@ -172,7 +176,7 @@ fn layer_blob(
 ) -> Result<LayerBlob> {
     let blob = store.writer()?;
     let (blob, (diff_id, entries)) = match opts.compression {
-        Compression::None => tar_into(upper, mode, blob)?,
+        Compression::None => tar_into(upper, mode, opts.mtimes, blob)?,
         c => {
             let codec = match c {
                 Compression::Zstd => Codec::Zstd {
@@ -183,7 +187,7 @@ fn layer_blob(
                 },
             };
             let enc = ParallelEncoder::new(blob, codec, opts.threads).map_err(LayerError::Write)?;
-            let (enc, tarred) = tar_into(upper, mode, enc)?;
+            let (enc, tarred) = tar_into(upper, mode, opts.mtimes, enc)?;
             (enc.finish().map_err(LayerError::Write)?, tarred)
         }
     };
@@ -202,8 +206,8 @@ fn layer_blob(
 /// [`write_layer_diff`] would write with no compression, without writing it anywhere: the
 /// local image store needs only this, and the blob can be made again from the snapshot when
 /// something has to ship it.
-pub fn diff_id_of(upper: &Path, lowers: &[PathBuf]) -> Result<(Digest, u64, u64)> {
-    write_diff_tar(upper, lowers, std::io::sink())
+pub fn diff_id_of(upper: &Path, lowers: &[PathBuf], mtimes: Mtimes) -> Result<(Digest, u64, u64)> {
+    write_diff_tar(upper, lowers, mtimes, std::io::sink())
 }
 
 /// Streams the uncompressed layer [`diff_id_of`] describes into `out` (e.g. straight into
@@ -211,9 +215,10 @@ pub fn diff_id_of(upper: &Path, lowers: &[PathBuf]) -> Result<(Digest, u64, u64)
 pub fn write_diff_tar(
     upper: &Path,
     lowers: &[PathBuf],
+    mtimes: Mtimes,
     out: impl Write,
 ) -> Result<(Digest, u64, u64)> {
-    let mut tw = TarWriter::new(HashingWriter::new(out));
+    let mut tw = TarWriter::new(HashingWriter::new(out)).with_mtimes(mtimes);
     diff::write_tree(
         upper,
         diff::Mode::OverlayDiff {
@@ -229,8 +234,13 @@ pub fn write_diff_tar(
 }
 
 /// Writes the tar of `root` into `out`, returning `out`, the tar's sha256 and its member count.
-fn tar_into<W: Write>(root: &Path, mode: diff::Mode<'_>, out: W) -> Result<(W, (Digest, u64))> {
-    let mut tw = TarWriter::new(HashingWriter::new(out));
+fn tar_into<W: Write>(
+    root: &Path,
+    mode: diff::Mode<'_>,
+    mtimes: Mtimes,
+    out: W,
+) -> Result<(W, (Digest, u64))> {
+    let mut tw = TarWriter::new(HashingWriter::new(out)).with_mtimes(mtimes);
     diff::write_tree(root, mode, &mut tw)?;
     let entries = tw.entries();
     let hw = tw.finish().map_err(LayerError::Write)?;
@@ -240,8 +250,8 @@ fn tar_into<W: Write>(root: &Path, mode: diff::Mode<'_>, out: W) -> Result<(W, (
 
 /// A plain tar of a whole filesystem tree (the `type=tar` exporter): no whiteout conversion,
 /// overlay xattrs dropped. Returns the tar's sha256.
-pub fn write_tree_tar(root: &Path, out: impl Write) -> Result<Digest> {
-    let (_, (d, _)) = tar_into(root, diff::Mode::Tree, out)?;
+pub fn write_tree_tar(root: &Path, mtimes: Mtimes, out: impl Write) -> Result<Digest> {
+    let (_, (d, _)) = tar_into(root, diff::Mode::Tree, mtimes, out)?;
     Ok(d)
 }
 

@@ -54,14 +54,47 @@ impl Kind {
 
 const BLOCK: usize = 512;
 
+/// What the writer does to members' mtimes (SOURCE_DATE_EPOCH).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Mtimes {
+    /// As the entries say.
+    #[default]
+    Keep,
+    /// None later than this (BuildKit's `rewrite-timestamp` for image layers).
+    Clamp(u64),
+    /// All set to this (BuildKit's `tar` and `local` exporters).
+    Fixed(u64),
+}
+
+impl Mtimes {
+    fn apply(self, mtime: u64) -> u64 {
+        match self {
+            Mtimes::Keep => mtime,
+            Mtimes::Clamp(max) => mtime.min(max),
+            Mtimes::Fixed(t) => t,
+        }
+    }
+}
+
 pub struct TarWriter<W: Write> {
     out: W,
     entries: u64,
+    mtimes: Mtimes,
 }
 
 impl<W: Write> TarWriter<W> {
     pub fn new(out: W) -> Self {
-        TarWriter { out, entries: 0 }
+        TarWriter {
+            out,
+            entries: 0,
+            mtimes: Mtimes::Keep,
+        }
+    }
+
+    /// Rewrites every member's mtime (and its PAX header's) by `rule`.
+    pub fn with_mtimes(mut self, rule: Mtimes) -> Self {
+        self.mtimes = rule;
+        self
     }
 
     /// Members appended so far.
@@ -100,7 +133,8 @@ impl<W: Write> TarWriter<W> {
         h.set_mode(meta.mode & 0o7777);
         h.set_uid(meta.uid);
         h.set_gid(meta.gid);
-        h.set_mtime(meta.mtime);
+        let mtime = self.mtimes.apply(meta.mtime);
+        h.set_mtime(mtime);
         let size = if meta.kind == Kind::File {
             meta.size
         } else {
@@ -112,7 +146,7 @@ impl<W: Write> TarWriter<W> {
             h.set_device_minor(meta.dev_minor)?;
         }
         if !pax.is_empty() {
-            self.write_pax(meta, &pax)?;
+            self.write_pax(meta, mtime, &pax)?;
         }
         h.set_cksum();
         self.out.write_all(h.as_bytes())?;
@@ -135,7 +169,12 @@ impl<W: Write> TarWriter<W> {
         Ok(())
     }
 
-    fn write_pax(&mut self, meta: &EntryMeta, records: &[(Vec<u8>, Vec<u8>)]) -> io::Result<()> {
+    fn write_pax(
+        &mut self,
+        meta: &EntryMeta,
+        mtime: u64,
+        records: &[(Vec<u8>, Vec<u8>)],
+    ) -> io::Result<()> {
         let mut body = Vec::new();
         for (k, v) in records {
             body.extend_from_slice(&pax_record(k, v));
@@ -156,7 +195,7 @@ impl<W: Write> TarWriter<W> {
         set_ustar_path(&mut h, &name);
         h.set_entry_type(EntryType::XHeader);
         h.set_mode(0o644);
-        h.set_mtime(meta.mtime);
+        h.set_mtime(mtime);
         h.set_size(body.len() as u64);
         h.set_cksum();
         self.out.write_all(h.as_bytes())?;
@@ -269,6 +308,27 @@ mod tests {
             out.push((path, link, x));
         }
         out
+    }
+
+    #[test]
+    fn mtime_rules() {
+        let member = |rule: Mtimes, mtime: u64| {
+            let mut w = TarWriter::new(Vec::new()).with_mtimes(rule);
+            let m = EntryMeta {
+                path: "ü".as_bytes().to_vec(),
+                mtime,
+                ..Default::default()
+            };
+            w.append(&m, None).unwrap();
+            let bytes = w.finish().unwrap();
+            let mut ar = tar::Archive::new(&bytes[..]);
+            let e = ar.entries().unwrap().next().unwrap().unwrap();
+            e.header().mtime().unwrap()
+        };
+        assert_eq!(member(Mtimes::Keep, 500), 500);
+        assert_eq!(member(Mtimes::Clamp(100), 500), 100);
+        assert_eq!(member(Mtimes::Clamp(100), 50), 50);
+        assert_eq!(member(Mtimes::Fixed(100), 50), 100);
     }
 
     #[test]

@@ -246,7 +246,7 @@ fn no_overlay_xattrs_in_layer_and_tree_tar_is_plain() {
     assert!(!bytes.windows(15).any(|w| w == b"trusted.overlay"));
 
     let mut plain = Vec::new();
-    let d = write_tree_tar(&upper, &mut plain).unwrap();
+    let d = write_tree_tar(&upper, Mtimes::Keep, &mut plain).unwrap();
     assert_eq!(d, Digest::of(&plain));
     let names = tar_names(&plain);
     assert_eq!(names, vec!["o/".to_string(), "wh".to_string()]);
@@ -549,6 +549,7 @@ fn bench_runs(upper: &Path, store: &ContentStore, total: u64) {
             compression,
             level,
             threads,
+            mtimes: Mtimes::Keep,
         };
         let t = std::time::Instant::now();
         let blob = write_layer_with(upper, store, &opts).unwrap();

@@ -161,6 +161,7 @@ fn record_layers(
                 empty: false,
                 lazy: false,
                 in_containerd: true,
+                mtime_clamp: None,
             };
             let js = serde_json::to_string(&[info]).map_err(err)?;
             c.set_layer_info(id, &js).map_err(err)?;

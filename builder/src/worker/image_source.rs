@@ -201,6 +201,7 @@ pub async fn unpack_image(
             empty: false,
             lazy: false,
             in_containerd: false,
+            mtime_clamp: None,
         };
         w.snapshots
             .set_layer_info(id, &serde_json::to_string(&info).map_err(err)?)

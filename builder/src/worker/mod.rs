@@ -7,6 +7,7 @@ pub mod fileop;
 pub mod git_source;
 pub mod http_source;
 pub mod image_source;
+pub mod merge;
 pub mod mounts;
 pub mod ops;
 pub mod prefetch;

@@ -422,9 +422,8 @@ impl Worker for KilnWorker {
             }
             Op::Exec(e) => self.exec_op(v, e, inputs).await,
             Op::File(f) => self.file_op(f, inputs).await,
-            Op::Merge(_) | Op::Diff(_) => {
-                Err(Box::new(OpError::Unsupported("merge and diff ops".into())))
-            }
+            Op::Merge(_) => super::merge::merge(self, inputs).await,
+            Op::Diff(_) => Err(Box::new(OpError::Unsupported("diff ops".into()))),
         }
     }
 

@@ -1,8 +1,8 @@
 //! COPY/ADD → a file op with one copy action per source; WORKDIR → a mkdir file op.
 
 use kiln_solver::llb::{
-    ChmodOpt, ChownOpt, CopyAction, FileAction, FileOp, Input, MkdirAction, MkfileAction, NodeMeta,
-    Op,
+    ChmodOpt, ChownOpt, CopyAction, FileAction, FileOp, Input, MergeOp, MkdirAction, MkfileAction,
+    NodeMeta, Op,
 };
 
 use super::exec::input_index;
@@ -91,8 +91,15 @@ impl Lowering<'_> {
         };
         let dest = dest_path(&st.cwd, &dest_raw);
 
+        // BuildKit: --link (without --chmod) copies onto scratch and merges that onto the
+        // stage, so the copy does not depend on the stage: it stays cached, and its layer the
+        // same, when what is below it changes.
+        let link = c.link && chmod.is_none();
         let mut inputs = Vec::new();
-        let base = st.root.clone().map(|r| input_index(&mut inputs, r));
+        let base = match (&st.root, link) {
+            (Some(r), false) => Some(input_index(&mut inputs, r.clone())),
+            _ => None,
+        };
         // The context node only when a local source reads it (not for remote-only ADDs).
         let from: Option<Option<Input>> = match &c.from {
             Some(from) => Some(self.source_of(from, stage, ins)?),
@@ -221,16 +228,28 @@ impl Lowering<'_> {
         }
         msg.push_str(&format!(" {dest_raw} # buildkit"));
 
+        let lines = Some((ins.start_line, ins.end_line));
         let out = self.def.add(
             Op::File(FileOp { base, actions }),
             inputs,
             NodeMeta {
                 description,
-                lines: Some((ins.start_line, ins.end_line)),
+                lines,
                 ignore_cache: false,
             },
         );
-        st.root = Some(out);
+        st.root = match (st.root.take(), link) {
+            (Some(below), true) => Some(self.def.add(
+                Op::Merge(MergeOp {}),
+                vec![below, out],
+                NodeMeta {
+                    description: st.progress_again(&format!("LINK {text}")),
+                    lines,
+                    ignore_cache: false,
+                },
+            )),
+            _ => Some(out),
+        };
         st.commit(msg, true);
         Ok(())
     }
@@ -260,7 +279,7 @@ impl Lowering<'_> {
                         mode: 0o755,
                         make_parents: true,
                         owner: parse_chown(&st.user),
-                        timestamp: None,
+                        timestamp: self.epoch,
                     })],
                 }),
                 inputs,

@@ -163,7 +163,7 @@ impl Lowering<'_> {
     ) -> Result<(), FrontendError> {
         let mut parts = Vec::new();
         for d in decls {
-            let value = if let Some(v) = self.req.build_args.get(&d.key) {
+            let value = if let Some(v) = self.build_args.get(&d.key) {
                 Some(v.clone())
             } else if let Some(def) = &d.value {
                 Some(self.expand(def, &st.env, || self.ins_loc(ins))?)

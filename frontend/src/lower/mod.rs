@@ -7,6 +7,7 @@ mod copy;
 mod copy_remote;
 mod dispatch;
 mod entitlements;
+mod epoch;
 mod error;
 mod exec;
 mod stages;
@@ -26,6 +27,7 @@ use crate::shell::{LexOptions, Lexer};
 
 pub use checks::check;
 pub use entitlements::Entitlements;
+pub use epoch::{rfc3339, SOURCE_DATE_EPOCH};
 pub use error::{FrontendError, SourceLocation};
 use state::StageState;
 
@@ -57,6 +59,8 @@ pub struct BuildPlan {
     pub image: ImageConfig,
     /// Build-check findings not skipped by the check configuration.
     pub warnings: Vec<CheckWarning>,
+    /// `SOURCE_DATE_EPOCH` (Unix seconds), for the exporter to clamp timestamps with.
+    pub epoch: Option<i64>,
 }
 
 /// Where a stage starts from.
@@ -82,6 +86,10 @@ struct StageInfo {
 /// Shared lowering state.
 pub(crate) struct Lowering<'a> {
     pub(crate) req: &'a BuildRequest,
+    /// The request's build args, `SOURCE_DATE_EPOCH` normalised as BuildKit does.
+    pub(crate) build_args: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH`, when set.
+    pub(crate) epoch: Option<i64>,
     pub(crate) lexer: Lexer,
     pub(crate) def: Definition,
     pub(crate) global_args: Vec<(String, String)>,
@@ -101,6 +109,8 @@ pub async fn lower(
     let (warnings, check_config) = checks::run_checks(req, &df)?;
     let mut lw = Lowering {
         req,
+        build_args: req.build_args.clone(),
+        epoch: None,
         lexer: Lexer::new(df.escape),
         def: Definition::new(),
         global_args: Vec::new(),
@@ -110,6 +120,7 @@ pub async fn lower(
         stage_names: parsed.stages.iter().map(|s| s.name.clone()).collect(),
     };
     lw.init_global_args(&parsed.meta_args)?;
+    lw.resolve_epoch(&parsed.meta_args)?;
     let infos = lw.stage_infos(parsed.stages)?;
     let target = lw.find_target(&infos)?;
     let reachable = stages::reachable(&infos, target);
@@ -121,6 +132,7 @@ pub async fn lower(
             continue;
         }
         let (mut st, triggers) = lw.init_stage(i, info, &infos, resolver).await?;
+        st.created = lw.epoch.map(rfc3339);
         let triggers = lw.parse_triggers(info, &triggers)?;
         st.cmd_total += triggers.len();
         lw.prefetch_images(&triggers, &info.platform, resolver)
@@ -159,6 +171,7 @@ pub async fn lower(
         root: st.root,
         image: st.image,
         warnings,
+        epoch: lw.epoch,
     })
 }
 
@@ -281,7 +294,7 @@ impl<'a> Lowering<'a> {
     /// first FROM (build args override defaults; defaults expand against earlier ones).
     fn init_global_args(&mut self, meta: &[Instruction]) -> Result<(), FrontendError> {
         for (k, v) in predefined_args(self.req) {
-            let v = self.req.build_args.get(&k).cloned().unwrap_or(v);
+            let v = self.build_args.get(&k).cloned().unwrap_or(v);
             state::add_or_replace(&mut self.global_args, &k, &v);
         }
         for ins in meta {
@@ -289,7 +302,7 @@ impl<'a> Lowering<'a> {
                 continue;
             };
             for d in decls {
-                let value = match (self.req.build_args.get(&d.key), &d.value) {
+                let value = match (self.build_args.get(&d.key), &d.value) {
                     (Some(v), _) => Some(v.clone()),
                     (None, Some(def)) => {
                         Some(self.expand(def, &self.global_args, || self.ins_loc(ins))?)
@@ -299,6 +312,56 @@ impl<'a> Lowering<'a> {
                 if let Some(v) = value {
                     state::add_or_replace(&mut self.global_args, &d.key, &v);
                 }
+            }
+        }
+        Ok(())
+    }
+
+    /// BuildKit's SOURCE_DATE_EPOCH step: the build arg, else a non-empty global ARG, parsed;
+    /// both are then rewritten to the number (or dropped when it resolved to nothing), which
+    /// is what an `ARG SOURCE_DATE_EPOCH` in a stage (and so RUN) sees.
+    fn resolve_epoch(&mut self, meta: &[Instruction]) -> Result<(), FrontendError> {
+        let raw = match self.build_args.get(SOURCE_DATE_EPOCH) {
+            Some(v) => v.clone(),
+            None => match self
+                .global_args
+                .iter()
+                .find(|(k, _)| k == SOURCE_DATE_EPOCH)
+            {
+                Some((_, v)) if !v.is_empty() => v.clone(),
+                _ => return Ok(()),
+            },
+        };
+        let declared = meta.iter().find(|ins| {
+            matches!(&ins.command, Command::Arg(ds) if ds.iter().any(|d| d.key == SOURCE_DATE_EPOCH))
+        });
+        let location = || match declared {
+            Some(ins) => self.ins_loc(ins),
+            None => self.loc(1, 1),
+        };
+        let value = match epoch::parse(&raw, &self.stage_names, location)? {
+            epoch::Epoch::Seconds(n) => {
+                self.epoch = Some(n);
+                Some(n.to_string())
+            }
+            epoch::Epoch::Unset => None,
+        };
+        match &value {
+            Some(v) => {
+                if let Some(b) = self.build_args.get_mut(SOURCE_DATE_EPOCH) {
+                    b.clone_from(v);
+                }
+                if let Some(g) = self
+                    .global_args
+                    .iter_mut()
+                    .find(|(k, _)| k == SOURCE_DATE_EPOCH)
+                {
+                    g.1.clone_from(v);
+                }
+            }
+            None => {
+                self.build_args.remove(SOURCE_DATE_EPOCH);
+                self.global_args.retain(|(k, _)| k != SOURCE_DATE_EPOCH);
             }
         }
         Ok(())

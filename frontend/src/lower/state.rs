@@ -29,6 +29,9 @@ pub(crate) struct StageState {
     pub cmd_total: usize,
     /// Dispatching the base's ONBUILD triggers (progress names say so).
     pub in_onbuild: bool,
+    /// The `created` time of this build's history entries (SOURCE_DATE_EPOCH); `None` lets
+    /// the exporter use the time of the export.
+    pub created: Option<String>,
 }
 
 impl StageState {
@@ -66,6 +69,7 @@ impl StageState {
             cmd_index: 0,
             cmd_total,
             in_onbuild: false,
+            created: None,
         }
     }
 
@@ -105,6 +109,15 @@ impl StageState {
             return text.to_string();
         }
         self.cmd_index += 1;
+        self.progress_again(text)
+    }
+
+    /// The name of another vertex of the step [`StageState::progress`] named last (COPY
+    /// --link's merge): the same step number.
+    pub(crate) fn progress_again(&self, text: &str) -> String {
+        if self.cmd_total == 0 {
+            return text.to_string();
+        }
         let width = self.cmd_total.to_string().len();
         let mut out = String::from("[");
         if !self.progress_name.is_empty() {
@@ -121,6 +134,7 @@ impl StageState {
 
     pub(crate) fn commit(&mut self, created_by: String, with_layer: bool) {
         self.image.history.push(History {
+            created: self.created.clone(),
             created_by: Some(created_by),
             comment: Some("buildkit.dockerfile.v0".into()),
             empty_layer: !with_layer,

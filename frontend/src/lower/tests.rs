@@ -492,3 +492,96 @@ fn check_needs_no_resolver() {
     );
     assert!(check(&req("FROM a\nFROBNICATE\n")).is_err());
 }
+
+#[test]
+fn source_date_epoch_stamps_history_and_workdir_and_reaches_run_through_arg() {
+    let df = "FROM busybox\nARG SOURCE_DATE_EPOCH\nWORKDIR /w\nRUN echo $SOURCE_DATE_EPOCH\n";
+    let mut r = req(df);
+    r.build_args
+        .insert(SOURCE_DATE_EPOCH.into(), "1700000000".into());
+    let p = run(r).0.unwrap();
+    assert_eq!(p.epoch, Some(1_700_000_000));
+    // The base's entry keeps its own time; every entry of this build gets the epoch.
+    assert_eq!(p.image.history[0].created, None);
+    for h in &p.image.history[1..] {
+        assert_eq!(h.created.as_deref(), Some("2023-11-14T22:13:20Z"), "{h:?}");
+    }
+    let e = exec_of(root_node(&p));
+    assert!(e
+        .meta
+        .env
+        .contains(&"SOURCE_DATE_EPOCH=1700000000".to_string()));
+    let wd = p.definition.get(&root_node(&p).inputs[0].digest).unwrap();
+    match &file_of(wd).actions[0] {
+        FileAction::Mkdir(m) => assert_eq!(m.timestamp, Some(1_700_000_000)),
+        a => panic!("{a:?}"),
+    }
+
+    // Without it: no epoch, nothing stamped, and RUN does not see it undeclared.
+    let p = plan("FROM busybox\nRUN true\n");
+    assert_eq!(p.epoch, None);
+    assert!(p.image.history.iter().all(|h| h.created.is_none()));
+}
+
+#[test]
+fn source_date_epoch_global_default_and_bad_values() {
+    let p = plan("ARG SOURCE_DATE_EPOCH=0\nFROM busybox\nRUN true\n");
+    assert_eq!(p.epoch, Some(0));
+    assert_eq!(
+        p.image.history.last().unwrap().created.as_deref(),
+        Some("1970-01-01T00:00:00Z")
+    );
+    // A build arg overrides the default; `context` on a local context leaves it unset.
+    let mut r = req("ARG SOURCE_DATE_EPOCH=0\nFROM busybox\nARG SOURCE_DATE_EPOCH\nRUN true\n");
+    r.build_args
+        .insert(SOURCE_DATE_EPOCH.into(), "context".into());
+    let p = run(r).0.unwrap();
+    assert_eq!(p.epoch, None);
+    assert!(!exec_of(root_node(&p))
+        .meta
+        .env
+        .iter()
+        .any(|e| e.starts_with("SOURCE_DATE_EPOCH=")));
+    let mut r = req("FROM busybox\nRUN true\n");
+    r.build_args
+        .insert(SOURCE_DATE_EPOCH.into(), "yesterday".into());
+    let err = run(r).0.unwrap_err().to_string();
+    assert!(
+        err.contains("invalid SOURCE_DATE_EPOCH: yesterday"),
+        "{err}"
+    );
+}
+
+#[test]
+fn copy_link_is_a_copy_onto_scratch_merged_onto_the_stage() {
+    let p = plan("FROM busybox\nCOPY --link a.txt /app/\n");
+    let merge = root_node(&p);
+    assert!(matches!(merge.op, Op::Merge(_)), "{:?}", merge.op);
+    assert_eq!(
+        meta(&p, p.root.as_ref().unwrap()).description,
+        "[2/2] LINK COPY --link a.txt /app/"
+    );
+    let below = p.definition.get(&merge.inputs[0].digest).unwrap();
+    assert!(matches!(below.op, Op::Source(SourceOp::Image { .. })));
+    let copy = p.definition.get(&merge.inputs[1].digest).unwrap();
+    let f = file_of(copy);
+    assert_eq!(f.base, None, "the copy does not read the stage");
+    assert_eq!(
+        meta(&p, &merge.inputs[1]).description,
+        "[2/2] COPY --link a.txt /app/"
+    );
+    assert_eq!(
+        p.image.history.last().unwrap().created_by.as_deref(),
+        Some("COPY a.txt /app/ # buildkit")
+    );
+
+    // The same copy on another base is the same vertex.
+    let q = plan("FROM other\nRUN true\nCOPY --link a.txt /app/\n");
+    assert_eq!(root_node(&q).inputs[1].digest, merge.inputs[1].digest);
+
+    // As BuildKit: with --chmod, or on scratch, a plain copy.
+    let c = plan("FROM busybox\nCOPY --link --chmod=644 a.txt /app/\n");
+    assert_eq!(file_of(root_node(&c)).base, Some(0));
+    let s = plan("FROM scratch\nCOPY --link a.txt /app/\n");
+    assert!(matches!(root_node(&s).op, Op::File(_)));
+}

@@ -52,6 +52,21 @@ impl DirectiveParser {
     }
 }
 
+/// The parser directives at the top of `src`, without parsing the rest: what a build must
+/// know even when the Dockerfile is written for another frontend and would not parse.
+/// A repeated directive ends the scan (the full parse reports it).
+pub fn leading_directives(src: &str) -> Vec<Directive> {
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
+    let mut p = DirectiveParser::default();
+    for line in src.lines() {
+        match p.parse_line(line.trim_start()) {
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => break,
+        }
+    }
+    p.found
+}
+
 /// Matches `^([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$`.
 fn split_directive(s: &str) -> Option<(&str, &str)> {
     let mut chars = s.char_indices();
@@ -87,6 +102,19 @@ mod tests {
         assert_eq!(split_directive("escape="), None);
         assert_eq!(split_directive("1x=y"), None);
         assert_eq!(split_directive("Comment here."), None);
+    }
+
+    #[test]
+    fn leading_directives_stop_at_the_first_other_line() {
+        let src = "\u{feff}# syntax=a/b:1\n  # escape=`\nFROM x\n# check=skip=all\n";
+        let ds = leading_directives(src);
+        assert_eq!(ds.len(), 2);
+        assert_eq!(
+            (ds[0].name.as_str(), ds[0].value.as_str(), ds[0].line),
+            ("syntax", "a/b:1", 1)
+        );
+        assert_eq!((ds[1].name.as_str(), ds[1].line), ("escape", 2));
+        assert!(leading_directives("FROM x\n# syntax=a\n").is_empty());
     }
 
     #[test]

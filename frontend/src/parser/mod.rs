@@ -9,7 +9,7 @@ mod line_parsers;
 
 use std::ops::Range;
 
-pub use directives::Directive;
+pub use directives::{leading_directives, Directive};
 pub use dump::go_quote;
 pub use heredoc::Heredoc;
 

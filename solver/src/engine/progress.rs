@@ -33,6 +33,10 @@ pub enum ProgressEvent {
         digest: Digest,
         error: String,
     },
+    /// Something the user should know about the build as a whole, shown once.
+    Warning {
+        message: String,
+    },
 }
 
 /// A cheap, cloneable sender of progress events (or a sink that drops them).

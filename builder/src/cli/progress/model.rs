@@ -52,6 +52,8 @@ pub struct Build {
     started: Instant,
     vertices: Vec<Vertex>,
     index: HashMap<Digest, usize>,
+    /// Build-wide warnings, shown below the final block.
+    warnings: Vec<String>,
 }
 
 impl Build {
@@ -60,7 +62,12 @@ impl Build {
             started,
             vertices: Vec::new(),
             index: HashMap::new(),
+            warnings: Vec::new(),
         }
+    }
+
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     pub fn elapsed(&self, now: Instant) -> Duration {
@@ -136,6 +143,7 @@ impl Build {
                     v.logs.flush();
                 }
             }
+            ProgressEvent::Warning { message } => self.warnings.push(message),
         }
     }
 

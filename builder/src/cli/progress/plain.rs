@@ -67,6 +67,7 @@ impl Plain {
                 self.flush_partial(n, t, out)?;
                 writeln!(out, "#{n} ERROR: {error}")?;
             }
+            ProgressEvent::Warning { message } => writeln!(out, "WARNING: {message}")?,
         }
         Ok(())
     }

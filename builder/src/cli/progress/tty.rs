@@ -67,6 +67,10 @@ pub async fn run(
     // (its senders may be gone before the stop arrives).
     build.cancel(Instant::now());
     draw(&mut screen, &build, color, true);
+    // Below the final block, which is never redrawn: plain lines cannot disturb it.
+    for w in build.warnings() {
+        eprintln!("WARNING: {w}");
+    }
     build.failed()
 }
 

@@ -29,6 +29,21 @@ pub struct CacheMounts {
     next: AtomicU64,
 }
 
+/// A persistent cache directory, as `kiln du` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CacheDirInfo {
+    /// Its directory name: the hex sha256 of the cache id.
+    pub key: String,
+    /// The cache id (`id=` of the mount, else its target), when recorded.
+    pub id: Option<String>,
+    /// The directory a run mounts.
+    pub data: PathBuf,
+    /// When a run last took it (seconds since the epoch).
+    pub last_used: i64,
+    /// A run holds it now.
+    pub in_use: bool,
+}
+
 /// A cache directory in use; releases its lock (and removes a private copy) when dropped.
 pub struct CacheLease {
     path: PathBuf,
@@ -90,6 +105,11 @@ impl CacheMounts {
             .write(true)
             .open(&lock_path)
             .map_err(|e| MountError::io("opening", &lock_path, e))?;
+        // For `kiln du` and `prune --filter until=`: when it was used, and what it is.
+        if let Err(e) = lock.set_modified(std::time::SystemTime::now()) {
+            tracing::debug!(path = %lock_path.display(), error = %e, "cache use time not recorded");
+        }
+        self.record_id(&base, id);
         let data = base.join("data");
         // The directory is created (and seeded) only under the exclusive lock, so two first
         // users never both make it.
@@ -171,30 +191,144 @@ impl CacheMounts {
         made
     }
 
-    /// Removes every cache directory not in use; returns how many were removed.
-    pub fn prune(&self) -> Result<usize, MountError> {
-        let entries = match std::fs::read_dir(&self.dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-            Err(e) => return Err(MountError::io("listing", &self.dir, e)),
-        };
-        let mut removed = 0;
-        for entry in entries.flatten() {
-            let base = entry.path();
-            let lock_path = base.join("lock");
-            let Ok(lock) = File::open(&lock_path) else {
+    /// Writes the cache id beside its directory once (aside, then renamed: never half an id).
+    fn record_id(&self, base: &Path, id: &str) {
+        let path = base.join("id");
+        if path.exists() {
+            return;
+        }
+        let tmp = base.join(format!(
+            "id.tmp-{}-{}",
+            Owner::current().tag(),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        ));
+        let written = std::fs::write(&tmp, id).and_then(|()| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            tracing::debug!(path = %path.display(), error = %e, "cache id not recorded");
+        }
+    }
+
+    /// The cache directories that exist (made by some run), in name order.
+    pub fn list(&self) -> Result<Vec<CacheDirInfo>, MountError> {
+        let mut out = Vec::new();
+        for base in self.bases()? {
+            let data = base.join("data");
+            if !data.is_dir() {
+                continue;
+            }
+            let Some(key) = base.file_name().and_then(|n| n.to_str()) else {
                 continue;
             };
-            if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
-                continue; // in use by a running build
-            }
-            let data = base.join("data");
-            if data.exists() {
-                std::fs::remove_dir_all(&data).map_err(|e| MountError::io("removing", &data, e))?;
-                removed += 1;
+            let lock_path = base.join("lock");
+            let last_used = std::fs::metadata(&lock_path)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map_or(0, |d| d.as_secs() as i64);
+            let in_use = match File::open(&lock_path) {
+                // Held by a run in any mode: taking it exclusively fails. Our own lock is
+                // released when `lock` closes.
+                Ok(lock) => {
+                    rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err()
+                }
+                Err(_) => false,
+            };
+            out.push(CacheDirInfo {
+                key: key.to_string(),
+                id: std::fs::read_to_string(base.join("id")).ok(),
+                data,
+                last_used,
+                in_use,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Removes the cache directory `key` unless a run holds it; true when removed. It is
+    /// renamed away under the lock first, so a crash never leaves a half-emptied cache that
+    /// a later run would take for a real one.
+    pub fn remove(&self, key: &str) -> Result<bool, MountError> {
+        let base = self.dir.join(key);
+        let lock_path = base.join("lock");
+        let lock = match File::open(&lock_path) {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(MountError::io("opening", &lock_path, e)),
+        };
+        if rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).is_err() {
+            return Ok(false);
+        }
+        let data = base.join("data");
+        let trash = base.join(format!(
+            "data.pruning-{}-{}",
+            Owner::current().tag(),
+            self.next.fetch_add(1, Ordering::Relaxed)
+        ));
+        match std::fs::rename(&data, &trash) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(e) => return Err(MountError::io("renaming", &data, e)),
+        }
+        drop(lock);
+        std::fs::remove_dir_all(&trash).map_err(|e| MountError::io("removing", &trash, e))?;
+        Ok(true)
+    }
+
+    /// Removes what runs and removals of dead processes left: half-made directories,
+    /// private copies, directories being removed.
+    pub fn cleanup_stale(&self) -> Result<(), MountError> {
+        let dead = |name: &str, prefix: &str| {
+            name.strip_prefix(prefix)
+                .and_then(|rest| rest.rsplit_once('-'))
+                .and_then(|(tag, _)| Owner::from_tag(tag))
+                .is_some_and(|o| !o.is_alive())
+        };
+        let mut leftovers = Vec::new();
+        for base in self.bases()? {
+            for ent in std::fs::read_dir(&base).into_iter().flatten().flatten() {
+                let name = ent.file_name().to_string_lossy().to_string();
+                if dead(&name, "data.pruning-")
+                    || dead(&name, "data.tmp-")
+                    || dead(&name, "id.tmp-")
+                {
+                    leftovers.push(ent.path());
+                }
             }
         }
-        Ok(removed)
+        let private = self.dir.join("private");
+        for ent in std::fs::read_dir(&private).into_iter().flatten().flatten() {
+            let name = ent.file_name().to_string_lossy().to_string();
+            if dead(&name, "") {
+                leftovers.push(ent.path());
+            }
+        }
+        for p in leftovers {
+            tracing::debug!(path = %p.display(), "removing cache-mount leftover");
+            let removed = if p.is_dir() {
+                std::fs::remove_dir_all(&p)
+            } else {
+                std::fs::remove_file(&p)
+            };
+            removed.map_err(|e| MountError::io("removing", &p, e))?;
+        }
+        Ok(())
+    }
+
+    /// The per-id directories (`<dir>/<hex>`).
+    fn bases(&self) -> Result<Vec<PathBuf>, MountError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(MountError::io("listing", &self.dir, e)),
+        };
+        let mut out: Vec<PathBuf> = entries
+            .flatten()
+            .filter(|e| e.file_name() != "private" && e.path().join("lock").exists())
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        Ok(out)
     }
 }
 
@@ -255,9 +389,43 @@ mod tests {
         let private = second.path().to_owned();
         drop(second);
         assert!(!private.exists());
-        assert_eq!(c.prune().unwrap(), 0);
+        let listed = c.list().unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id.as_deref(), Some("p"));
+        assert!(listed[0].in_use);
+        assert!(!c.remove(&listed[0].key).unwrap(), "busy: kept");
         drop(first);
-        assert_eq!(c.prune().unwrap(), 1);
+        assert!(!c.list().unwrap()[0].in_use);
+        assert!(c.remove(&listed[0].key).unwrap());
+        assert!(c.list().unwrap().is_empty());
+        assert!(!c.remove(&listed[0].key).unwrap(), "already gone");
+    }
+
+    #[test]
+    fn leftovers_of_dead_processes_are_cleaned() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = CacheMounts::new(tmp.path().join("cm"));
+        let lease = c.acquire("x", CacheSharing::Shared, OWNER, &none).unwrap();
+        let base = lease.path().parent().unwrap().to_owned();
+        drop(lease);
+        // pid 1 never has this start time: a dead owner.
+        let dead = "1.1-0";
+        for name in [format!("data.pruning-{dead}"), format!("data.tmp-{dead}")] {
+            std::fs::create_dir_all(base.join(name).join("sub")).unwrap();
+        }
+        std::fs::create_dir_all(tmp.path().join("cm/private").join(dead)).unwrap();
+        let live = format!("data.tmp-{}-0", Owner::current().tag());
+        std::fs::create_dir(base.join(&live)).unwrap();
+        c.cleanup_stale().unwrap();
+        let mut left: Vec<String> = std::fs::read_dir(&base)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        left.sort();
+        let mut want = vec!["data".to_string(), "id".into(), "lock".into(), live];
+        want.sort();
+        assert_eq!(left, want);
+        assert!(!tmp.path().join("cm/private").join(dead).exists());
     }
 
     #[test]

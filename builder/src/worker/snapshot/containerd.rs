@@ -197,12 +197,20 @@ impl ContainerdSnapshotter {
         active: &Active,
         upper: &Path,
     ) -> Result<(String, Option<String>, LayerInfo), SnapshotError> {
-        let (lowers, parent_chain) = match active.parent {
-            Some(p) => (self.lower_dirs(p)?, self.key(p)?.chain),
-            None => (Vec::new(), None),
+        let parent_chain = match active.parent {
+            Some(p) => self.key(p)?.chain,
+            None => None,
         };
+        // The diff is taken against what is below it, or nothing for a merged-in chain's
+        // bottom (its chain ID still goes on from the parent's).
+        let lowers = self
+            .diff_base(active.id)?
+            .into_iter()
+            .map(|i| Ok(self.key(i)?.upper))
+            .collect::<Result<Vec<_>, SnapshotError>>()?;
         let (diff_id, size, entries) =
-            crate::layer::diff_id_of(upper, &lowers).map_err(|e| backend("computing diff", e))?;
+            crate::layer::diff_id_of(upper, &lowers, crate::layer::Mtimes::Keep)
+                .map_err(|e| backend("computing diff", e))?;
         if entries == 0 {
             // No layer: not a chain of its own, the image's chain goes on from the parent.
             return Ok((
@@ -381,6 +389,14 @@ impl Snapshotter for ContainerdSnapshotter {
         }
         self.keys.delete(id)?;
         self.meta.delete(id)
+    }
+
+    fn set_diff_root(&self, active: &Active) -> Result<(), SnapshotError> {
+        self.meta.set_diff_root(active.id)
+    }
+
+    fn is_diff_root(&self, id: SnapshotId) -> Result<bool, SnapshotError> {
+        self.meta.is_diff_root(id)
     }
 
     fn set_layer_info(&self, id: SnapshotId, info_json: &str) -> Result<(), SnapshotError> {

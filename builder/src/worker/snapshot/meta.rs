@@ -18,7 +18,8 @@ CREATE TABLE IF NOT EXISTS snapshots (
     owner_pid   INTEGER,
     owner_start INTEGER,
     layer_info  TEXT,
-    created     INTEGER NOT NULL DEFAULT (strftime('%s', 'now'))
+    created     INTEGER NOT NULL DEFAULT (strftime('%s', 'now')),
+    diff_root   INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS snapshots_parent ON snapshots(parent);
 ";
@@ -80,9 +81,33 @@ impl Meta {
         // Other kiln processes may hold the write lock for a moment: wait rather than fail.
         let conn =
             kiln_solver::cache::open_shared(path, &format!("PRAGMA foreign_keys=ON;\n{SCHEMA}"))?;
+        add_diff_root_column(&conn)?;
         Ok(Meta {
             conn: Mutex::new(conn),
         })
+    }
+
+    /// Marks `id` (not yet committed) as the bottom of a chain merged onto another: its
+    /// layer is its upper dir alone, not a diff against the snapshots below it.
+    pub fn set_diff_root(&self, id: SnapshotId) -> Result<(), SnapshotError> {
+        let n = self.conn().execute(
+            "UPDATE snapshots SET diff_root = 1 WHERE id = ?1 AND state = 'active'",
+            [id],
+        )?;
+        if n == 0 {
+            return Err(SnapshotError::NotActive(id));
+        }
+        Ok(())
+    }
+
+    pub fn is_diff_root(&self, id: SnapshotId) -> Result<bool, SnapshotError> {
+        let v: Option<i64> = self
+            .conn()
+            .query_row("SELECT diff_root FROM snapshots WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        v.map(|v| v != 0).ok_or(SnapshotError::NotFound(id))
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -269,6 +294,25 @@ impl Meta {
             .query_map([], row_from)?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
+    }
+}
+
+/// Databases made before merges existed get the column (another process may be adding it at
+/// the same moment: its "duplicate column" is success).
+fn add_diff_root_column(conn: &Connection) -> Result<(), SnapshotError> {
+    let has: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('snapshots') WHERE name = 'diff_root'")?
+        .exists([])?;
+    if has {
+        return Ok(());
+    }
+    match conn
+        .execute_batch("ALTER TABLE snapshots ADD COLUMN diff_root INTEGER NOT NULL DEFAULT 0")
+    {
+        Err(rusqlite::Error::SqliteFailure(_, Some(msg))) if msg.contains("duplicate column") => {
+            Ok(())
+        }
+        other => Ok(other?),
     }
 }
 

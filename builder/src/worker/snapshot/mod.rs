@@ -86,6 +86,27 @@ pub trait Snapshotter: Send + Sync {
         chain.reverse();
         Ok(chain)
     }
+    /// Marks `active` as the bottom of a chain merged onto its parent (MergeOp): its layer is
+    /// its upper dir alone, as it was before the merge, not a diff against the parent.
+    fn set_diff_root(&self, active: &Active) -> Result<(), SnapshotError>;
+    fn is_diff_root(&self, id: SnapshotId) -> Result<bool, SnapshotError>;
+    /// What the layer of `id` is a diff against: its ancestors, nearest first, down to the
+    /// first diff root (included); none when `id` is one itself.
+    fn diff_base(&self, id: SnapshotId) -> Result<Vec<SnapshotId>, SnapshotError> {
+        let mut out = Vec::new();
+        if self.is_diff_root(id)? {
+            return Ok(out);
+        }
+        let mut cur = self.parent(id)?;
+        while let Some(p) = cur {
+            out.push(p);
+            if self.is_diff_root(p)? {
+                break;
+            }
+            cur = self.parent(p)?;
+        }
+        Ok(out)
+    }
     /// Drops an active snapshot (its dirs are removed).
     fn abort(&self, active: Active) -> Result<(), SnapshotError>;
     /// Removes a committed snapshot; refused while other snapshots are built on it.

@@ -162,6 +162,14 @@ impl Snapshotter for OverlaySnapshotter {
         self.meta.delete(id)
     }
 
+    fn set_diff_root(&self, active: &Active) -> Result<(), SnapshotError> {
+        self.meta.set_diff_root(active.id)
+    }
+
+    fn is_diff_root(&self, id: SnapshotId) -> Result<bool, SnapshotError> {
+        self.meta.is_diff_root(id)
+    }
+
     fn set_layer_info(&self, id: SnapshotId, info_json: &str) -> Result<(), SnapshotError> {
         self.meta.set_layer_info(id, info_json)
     }

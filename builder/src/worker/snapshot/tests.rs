@@ -270,3 +270,45 @@ fn long_chain_mounts() {
     drop(m);
     assert!(s.upper_dir(a.id()).join("new").exists());
 }
+
+#[test]
+fn diff_base_stops_at_a_merged_in_chain_and_old_databases_get_the_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let db = tmp.path().join("meta.db");
+    // A database from before merges existed.
+    {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.execute_batch(
+            "CREATE TABLE snapshots (id INTEGER PRIMARY KEY AUTOINCREMENT,
+                parent INTEGER REFERENCES snapshots(id),
+                state TEXT NOT NULL CHECK (state IN ('active', 'committed', 'removing')),
+                name TEXT UNIQUE, owner_pid INTEGER, owner_start INTEGER, layer_info TEXT,
+                created INTEGER NOT NULL DEFAULT (strftime('%s', 'now')));
+             INSERT INTO snapshots (parent, state) VALUES (NULL, 'committed');",
+        )
+        .unwrap();
+    }
+    let s = OverlaySnapshotter::new(tmp.path(), &db, &tmp.path().join("run")).unwrap();
+    // Reopening (another process) finds the column there.
+    let _again = OverlaySnapshotter::new(tmp.path(), &db, &tmp.path().join("run")).unwrap();
+    let old = 1;
+    assert!(!s.is_diff_root(old).unwrap());
+    let a = s.prepare(Some(old)).unwrap();
+    let base = s.commit(a, None).unwrap();
+    let m1 = s.prepare(Some(base)).unwrap();
+    s.set_diff_root(&m1).unwrap();
+    let m1 = s.commit(m1, None).unwrap();
+    let m2 = s.prepare(Some(m1)).unwrap();
+    let m2 = s.commit(m2, None).unwrap();
+    assert_eq!(s.diff_base(base).unwrap(), vec![old]);
+    assert!(s.diff_base(m1).unwrap().is_empty());
+    assert_eq!(s.diff_base(m2).unwrap(), vec![m1]);
+    assert!(
+        s.set_diff_root(&Active {
+            id: m2,
+            parent: Some(m1)
+        })
+        .is_err(),
+        "committed"
+    );
+}
