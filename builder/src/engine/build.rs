@@ -304,36 +304,24 @@ impl Engine {
         let resolver = EngineResolver(self.clone());
         let plan = kiln_frontend::lower(&req, &resolver).await?;
 
-        self.worker()
-            .contexts
-            .lock()
-            .map_err(export_err)?
-            .insert("context".into(), opts.context.clone());
-        *self.worker().session.lock().map_err(export_err)? = opts.session.clone();
-        // Agents started for this build stop with it, whatever way the solve ends.
-        struct EndSession<'a>(&'a Engine);
-        impl Drop for EndSession<'_> {
-            fn drop(&mut self) {
-                if let Ok(mut s) = self.0.worker().session.lock() {
-                    *s = Arc::default();
-                }
-            }
-        }
-        let end_session = EndSession(self);
+        // The context and session are this build's own, whatever else runs at the same time.
+        let scope = crate::worker::scope::BuildScope {
+            locals: HashMap::from([("context".to_string(), opts.context.clone())]),
+            session: opts.session.clone(),
+        };
         let root = match &plan.root {
             None => WorkRef::Scratch,
             Some(input) => {
                 let def = Arc::new(plan.definition.clone());
-                let (r, _) = self
-                    .solver
-                    .solve(
-                        def,
-                        input,
-                        SolveOptions {
-                            no_cache: opts.no_cache,
-                        },
-                        progress.clone(),
-                    )
+                let solve = self.solver.solve(
+                    def,
+                    input,
+                    SolveOptions {
+                        no_cache: opts.no_cache,
+                    },
+                    progress.clone(),
+                );
+                let (r, _) = crate::worker::scope::scoped(scope, solve)
                     .await
                     .map_err(|error| {
                         BuildError::Solve(Box::new(SolveFailure {
@@ -345,7 +333,6 @@ impl Engine {
                 r
             }
         };
-        drop(end_session);
 
         let mut names = Vec::new();
         for t in &opts.tags {

@@ -184,11 +184,9 @@ impl Engine {
             registry: registry.clone(),
             checksums,
             records: cache.clone(),
-            contexts: Default::default(),
             cache_mounts: Arc::new(CacheMounts::new(opts.root.join("cache-mounts"))),
             secrets_dir,
             agents_dir: opts.state.join("ssh-agents"),
-            session: Default::default(),
         });
         Ok(Engine {
             opts,

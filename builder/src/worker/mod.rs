@@ -9,4 +9,5 @@ pub mod mounts;
 pub mod ops;
 pub mod prefetch;
 mod run_mounts;
+pub mod scope;
 pub mod snapshot;

@@ -2,7 +2,6 @@
 //! the content keys of the build-context trees they read.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use kiln_solver::engine::WorkerError;
 use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, MountKind};
@@ -77,21 +76,13 @@ fn seed(from: Option<&(PathBuf, String)>, dir: &Path) -> Result<(), MountError> 
 }
 
 impl KilnWorker {
-    /// The session of the build being solved.
-    pub(crate) fn session(&self) -> Arc<BuildSession> {
-        match self.session.lock() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
     /// Prepares every mount after the root one.
     pub(crate) async fn run_mounts(
         &self,
         e: &ExecOp,
         inputs: &[WorkRef],
     ) -> Result<RunMounts<'_>, WorkerError> {
-        let session = self.session();
+        let session = super::scope::current().session.clone();
         let mut rm = RunMounts::default();
         for m in e.mounts.iter().skip(1) {
             let src = match m.input {
