@@ -2,6 +2,7 @@
 //! the engine that ties them together, and the command line.
 
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod daemon;
 pub mod engine;

@@ -55,6 +55,49 @@ pub enum OutputSpec {
 }
 
 impl OutputSpec {
+    /// The outputs `kiln build` asks for: its `--output` values, with `--push` (which pushes
+    /// the `-t` names when no output says otherwise).
+    pub fn from_cli(
+        outputs: &[String],
+        tags: &[String],
+        push: bool,
+    ) -> Result<Vec<OutputSpec>, String> {
+        let mut out = outputs
+            .iter()
+            .map(|o| OutputSpec::parse(o, tags))
+            .collect::<Result<Vec<_>, _>>()?;
+        if push {
+            if tags.is_empty() && out.is_empty() {
+                return Err(
+                    "--push needs a name to push to: add -t REGISTRY/REPOSITORY:TAG".into(),
+                );
+            }
+            if out.is_empty() {
+                out.push(OutputSpec::Image {
+                    names: tags.to_vec(),
+                    push: None,
+                });
+            }
+            for o in &mut out {
+                if let OutputSpec::Image { push, .. } = o {
+                    push.get_or_insert_with(PushSpec::default);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the output goes on the building host's filesystem, for outputs that are files.
+    pub fn host_path(&self) -> Option<&Path> {
+        match self {
+            OutputSpec::Oci { dest, .. }
+            | OutputSpec::Docker { dest, .. }
+            | OutputSpec::Local { dest }
+            | OutputSpec::Tar { dest } => Some(dest),
+            OutputSpec::Image { .. } | OutputSpec::Containerd { .. } => None,
+        }
+    }
+
     /// Parses `type=oci,dest=out.tar` (or a bare path = `type=local,dest=PATH`, as buildx does).
     pub fn parse(spec: &str, tags: &[String]) -> Result<OutputSpec, String> {
         if !spec.contains('=') {

@@ -1,0 +1,109 @@
+//! A build through kilnd: the request, then the daemon's requests answered (the context's
+//! manifest, the files it lacks) while its progress is shown. Dropping the build (Ctrl-C)
+//! closes the stream, which cancels the build in the daemon.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_solver::engine::Progress;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::context::{read_chunks, scan};
+use super::ClientError;
+use crate::daemon::convert::progress_from_wire;
+use crate::daemon::proto::build_client_message::Msg;
+use crate::daemon::proto::build_server_message::Msg as In;
+use crate::daemon::proto::{BuildClientMessage, BuildResult, BuildStart, ContextManifest};
+
+/// What the client's machine calls this directory: the daemon keeps one copy per key.
+pub fn context_key(dir: &std::path::Path) -> String {
+    let machine = std::fs::read_to_string("/etc/machine-id")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .unwrap_or_default();
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    format!("{machine}:{}", abs.display())
+}
+
+fn wrap(m: Msg) -> BuildClientMessage {
+    BuildClientMessage { msg: Some(m) }
+}
+
+/// Runs `start` in the daemon at `addr` with the context at `context_dir` (and its ignore
+/// file for `dockerfile`); progress goes to `progress`.
+pub async fn build(
+    addr: &str,
+    mut start: BuildStart,
+    context_dir: PathBuf,
+    dockerfile: Option<PathBuf>,
+    progress: Progress,
+) -> Result<BuildResult, ClientError> {
+    let scanned = {
+        let (dir, df) = (context_dir.clone(), dockerfile.clone());
+        tokio::task::spawn_blocking(move || scan(&dir, df.as_deref()))
+            .await
+            .map_err(|e| ClientError::Protocol(e.to_string()))??
+    };
+    start.dockerignore = scanned.dockerignore;
+    let files = Arc::new(scanned.files);
+    let mut client = super::connect(addr).await?;
+    let (out, out_rx) = mpsc::channel(8);
+    out.send(wrap(Msg::Start(start)))
+        .await
+        .map_err(|_| ClientError::Protocol("request stream closed".into()))?;
+    let mut inbound = client
+        .build(ReceiverStream::new(out_rx))
+        .await?
+        .into_inner();
+    // A file that cannot be read ends the build here (the daemon sees the stream close).
+    let (fail_tx, mut fail_rx) = mpsc::channel::<ClientError>(1);
+    let mut senders = Vec::new();
+    loop {
+        let msg = tokio::select! {
+            m = inbound.message() => m?,
+            Some(e) = fail_rx.recv() => return Err(e),
+        };
+        let Some(msg) = msg.and_then(|m| m.msg) else {
+            return Err(ClientError::Protocol(
+                "kilnd ended the build without a result".into(),
+            ));
+        };
+        match msg {
+            In::ManifestRequest(_) => {
+                let m = ContextManifest {
+                    files: files.as_ref().clone(),
+                };
+                if out.send(wrap(Msg::Manifest(m))).await.is_err() {
+                    return Err(ClientError::Protocol("kilnd closed the build".into()));
+                }
+            }
+            In::FileRequest(req) => {
+                let (out, files, dir, fail) = (
+                    out.clone(),
+                    files.clone(),
+                    context_dir.clone(),
+                    fail_tx.clone(),
+                );
+                // Read on a blocking thread while progress keeps arriving.
+                senders.push(tokio::task::spawn_blocking(move || {
+                    for id in req.ids {
+                        let mut send = |c| out.blocking_send(wrap(Msg::Chunk(c))).is_ok();
+                        if let Err(e) = read_chunks(&dir, &files, id, &mut send) {
+                            let _ = fail.blocking_send(e.into());
+                            return;
+                        }
+                    }
+                }));
+            }
+            In::Progress(p) => {
+                if let Some(ev) = progress_from_wire(p) {
+                    progress.send(ev);
+                }
+            }
+            In::Result(r) => return Ok(r),
+        }
+    }
+}
