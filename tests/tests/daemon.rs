@@ -268,15 +268,32 @@ fn daemon_builds_images_that_run_and_rebuilds_send_only_what_changed() {
     assert!(err.contains("serves") && err.contains("kiln tag"), "{err}");
     let err = env.fails(&["--addr", &d.addr(), "images"]);
     assert!(err.contains("does not go through kilnd yet"), "{err}");
+
+    // File outputs come back to the client.
+    let oci = env.path("out/app.tar");
+    let spec = format!("type=oci,dest={},name=daemon/app:oci", oci.display());
+    build_ok(&env, &d, &ctx, &["-o", &spec]);
+    let bundle = unpack(&oci, &env.path("oci-bundle"), "oci");
+    assert_eq!(runc_run(&bundle, None), "hello from kilnd\nwasp\n");
+    assert!(!env.path("out/app.tar.kiln-partial").exists());
+    let rootfs = env.path("rootfs.tar");
+    let spec = format!("type=tar,dest={}", rootfs.display());
+    build_ok(&env, &d, &ctx, &["-o", &spec]);
+    let listing = run("tar", &["-tf", rootfs.to_str().unwrap()]);
+    assert!(
+        listing.lines().any(|l| l.trim_start_matches("./") == "msg"),
+        "{listing}"
+    );
+    let dir = format!("type=local,dest={}", env.path("dir").display());
     let err = env.fails(&[
         "--addr",
         &d.addr(),
         "build",
         "-o",
-        "type=tar,dest=/tmp/x.tar",
+        &dir,
         ctx.to_str().unwrap(),
     ]);
-    assert!(err.contains("cannot write yet"), "{err}");
+    assert!(err.contains("cannot send directories back yet"), "{err}");
 }
 
 #[test]

@@ -257,12 +257,20 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
     let mode = progress_mode(&args)?;
     let outputs =
         OutputSpec::from_cli(&args.outputs, &args.tags, args.push).map_err(|e| anyhow!(e))?;
-    if let Some(dest) = outputs.iter().find_map(OutputSpec::host_path) {
+    if let Some(OutputSpec::Local { dest }) = outputs
+        .iter()
+        .find(|o| matches!(o, OutputSpec::Local { .. }))
+    {
         bail!(
-            "output to {} is a file, which builds through kilnd ({addr}) cannot write yet; use type=image, type=registry or type=containerd",
+            "output to the directory {}: builds through kilnd ({addr}) cannot send directories back yet; use type=tar",
             dest.display()
         );
     }
+    // Where the daemon's file outputs land here, by output index.
+    let file_outputs: Vec<Option<PathBuf>> = outputs
+        .iter()
+        .map(|o| o.host_path().map(std::path::Path::to_path_buf))
+        .collect();
     if !args.ssh.is_empty() {
         bail!("--ssh does not go through kilnd ({addr}) yet");
     }
@@ -316,7 +324,7 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
     let started = std::time::Instant::now();
     let (context, file) = (args.context.clone(), args.file.clone());
     let (result, shown) = with_progress(mode, |p| {
-        crate::client::build::build(addr, start, context, file, p)
+        crate::client::build::build(addr, start, context, file, file_outputs, p)
     })
     .await;
     let Some(result) = result else {

@@ -14,7 +14,9 @@ use super::ClientError;
 use crate::daemon::convert::progress_from_wire;
 use crate::daemon::proto::build_client_message::Msg;
 use crate::daemon::proto::build_server_message::Msg as In;
-use crate::daemon::proto::{BuildClientMessage, BuildResult, BuildStart, ContextManifest};
+use crate::daemon::proto::{
+    BuildClientMessage, BuildResult, BuildStart, ContextManifest, OutputChunk,
+};
 
 /// What the client's machine calls this directory: the daemon keeps one copy per key.
 pub fn context_key(dir: &std::path::Path) -> String {
@@ -33,14 +35,16 @@ fn wrap(m: Msg) -> BuildClientMessage {
 }
 
 /// Runs `start` in the daemon at `addr` with the context at `context_dir` (and its ignore
-/// file for `dockerfile`); progress goes to `progress`.
+/// file for `dockerfile`); progress goes to `progress`, file output `i` to `file_outputs[i]`.
 pub async fn build(
     addr: &str,
     mut start: BuildStart,
     context_dir: PathBuf,
     dockerfile: Option<PathBuf>,
+    file_outputs: Vec<Option<PathBuf>>,
     progress: Progress,
 ) -> Result<BuildResult, ClientError> {
+    let mut outputs = OutputFiles::new(file_outputs);
     let scanned = {
         let (dir, df) = (context_dir.clone(), dockerfile.clone());
         tokio::task::spawn_blocking(move || scan(&dir, df.as_deref()))
@@ -103,7 +107,63 @@ pub async fn build(
                     progress.send(ev);
                 }
             }
+            In::Output(c) => outputs.chunk(c).await?,
             In::Result(r) => return Ok(r),
         }
+    }
+}
+
+/// File outputs arriving from the daemon: each written aside and renamed into place when
+/// complete, so `dest` never holds half a file.
+struct OutputFiles {
+    dests: Vec<Option<PathBuf>>,
+    open: Option<(u32, tokio::fs::File, PathBuf)>,
+}
+
+impl Drop for OutputFiles {
+    fn drop(&mut self) {
+        // A build that ends mid-file leaves no partial file behind.
+        if let Some((_, _, partial)) = self.open.take() {
+            let _ = std::fs::remove_file(partial);
+        }
+    }
+}
+
+impl OutputFiles {
+    fn new(dests: Vec<Option<PathBuf>>) -> Self {
+        OutputFiles { dests, open: None }
+    }
+
+    async fn chunk(&mut self, c: OutputChunk) -> Result<(), ClientError> {
+        use tokio::io::AsyncWriteExt;
+        let dest = self
+            .dests
+            .get(c.index as usize)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| ClientError::Protocol(format!("unexpected output {}", c.index)))?;
+        let io = |e: std::io::Error| ClientError::Output {
+            path: dest.clone(),
+            source: e,
+        };
+        if !matches!(&self.open, Some((i, _, _)) if *i == c.index) {
+            if let Some(p) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
+                tokio::fs::create_dir_all(p).await.map_err(io)?;
+            }
+            let mut name = dest.file_name().unwrap_or_default().to_os_string();
+            name.push(".kiln-partial");
+            let partial = dest.with_file_name(name);
+            let f = tokio::fs::File::create(&partial).await.map_err(io)?;
+            self.open = Some((c.index, f, partial));
+        }
+        if let Some((_, f, partial)) = &mut self.open {
+            f.write_all(&c.data).await.map_err(io)?;
+            if c.eof {
+                f.flush().await.map_err(io)?;
+                tokio::fs::rename(&partial, &dest).await.map_err(io)?;
+                self.open = None;
+            }
+        }
+        Ok(())
     }
 }

@@ -28,6 +28,12 @@ pub enum ClientError {
     Context(#[from] crate::worker::context::ContextError),
     #[error("{0}")]
     Protocol(String),
+    #[error("writing the output {}: {source}", path.display())]
+    Output {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// Where the CLI finds a daemon, and why it uses it.

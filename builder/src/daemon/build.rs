@@ -91,11 +91,18 @@ async fn run(
     let Msg::Start(start) = next(inbound).await? else {
         return Err(invalid("a build starts with its request"));
     };
-    let outputs = OutputSpec::from_cli(&start.outputs, &start.tags, start.push).map_err(invalid)?;
-    if let Some(dest) = outputs.iter().find_map(OutputSpec::host_path) {
+    let mut outputs =
+        OutputSpec::from_cli(&start.outputs, &start.tags, start.push).map_err(invalid)?;
+    if let Some(o) = outputs
+        .iter()
+        .find(|o| matches!(o, OutputSpec::Local { .. }))
+    {
+        let dest = o
+            .host_path()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
         return Err(invalid(format!(
-            "output to {} would be written on the daemon's host: builds through kilnd cannot send files back yet (use type=image, type=registry or type=containerd, or build without kilnd)",
-            dest.display()
+            "output to the directory {dest}: builds through kilnd cannot send directories back yet (use type=tar, or build without kilnd)"
         )));
     }
     let name = start.dockerfile_name.as_str();
@@ -189,6 +196,14 @@ async fn run(
             let _ = std::fs::remove_file(&ignore);
         }
     }
+    // File outputs are written in the slot, then sent to the client after the build.
+    let mut files_out = Vec::new();
+    for (i, o) in outputs.iter_mut().enumerate() {
+        if let Some(dest) = o.file_dest_mut() {
+            *dest = slot.out.join(format!("{i}"));
+            files_out.push((i as u32, dest.clone()));
+        }
+    }
     let mut session = BuildSession::default();
     for (id, value) in start.secrets {
         session.secrets.insert(id, SecretSource::Value(value));
@@ -206,7 +221,32 @@ async fn run(
     let outcome = daemon.engine.clone().build(opts, progress).await;
     // Every progress sender is gone with the build: the forwarder drains and ends.
     let _ = forward.await;
+    if outcome.is_ok() {
+        for (index, path) in files_out {
+            send_output(tx, index, &path).await?;
+        }
+    }
     let mut result = build_result(&outcome);
     result.context = Some(stats);
     Ok(result)
+}
+
+/// Sends file output `index`, written at `path`, to the client.
+async fn send_output(tx: &Tx, index: u32, path: &std::path::Path) -> Result<(), ServeError> {
+    use tokio::io::AsyncReadExt;
+    let io = |e: std::io::Error| ServeError::Internal(format!("{}: {e}", path.display()));
+    let mut f = tokio::fs::File::open(path).await.map_err(io)?;
+    let mut buf = vec![0u8; crate::client::context::CHUNK];
+    loop {
+        let n = f.read(&mut buf).await.map_err(io)?;
+        let chunk = proto::OutputChunk {
+            index,
+            data: buf[..n].to_vec(),
+            eof: n == 0,
+        };
+        send(tx, Out::Output(chunk)).await?;
+        if n == 0 {
+            return Ok(());
+        }
+    }
 }

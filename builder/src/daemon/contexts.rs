@@ -15,6 +15,8 @@ pub struct Slot {
     pub tree: PathBuf,
     pub dockerfile: PathBuf,
     pub tmp: PathBuf,
+    /// File outputs, written here and then sent to the client.
+    pub out: PathBuf,
     dir: PathBuf,
     busy: Arc<Mutex<HashSet<PathBuf>>>,
 }
@@ -22,6 +24,7 @@ pub struct Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.tmp);
+        let _ = std::fs::remove_dir_all(&self.out);
         if let Ok(mut b) = self.busy.lock() {
             b.remove(&self.dir);
         }
@@ -39,8 +42,10 @@ impl ContextStore {
         std::fs::create_dir_all(dir)?;
         for e in std::fs::read_dir(dir)?.flatten() {
             let p = e.path();
-            if p.join("tmp").exists() {
-                std::fs::remove_dir_all(p.join("tmp"))?;
+            for scratch in ["tmp", "out"] {
+                if p.join(scratch).exists() {
+                    std::fs::remove_dir_all(p.join(scratch))?;
+                }
             }
         }
         Ok(ContextStore {
@@ -65,6 +70,7 @@ impl ContextStore {
             tree: dir.join("context"),
             dockerfile: dir.join("dockerfile"),
             tmp: dir.join("tmp"),
+            out: dir.join("out"),
             dir,
             busy: self.busy.clone(),
         }

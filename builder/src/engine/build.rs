@@ -87,7 +87,8 @@ impl OutputSpec {
         Ok(out)
     }
 
-    /// Where the output goes on the building host's filesystem, for outputs that are files.
+    /// Where the output goes on the building host's filesystem, for outputs that are files
+    /// or directories.
     pub fn host_path(&self) -> Option<&Path> {
         match self {
             OutputSpec::Oci { dest, .. }
@@ -95,6 +96,19 @@ impl OutputSpec {
             | OutputSpec::Local { dest }
             | OutputSpec::Tar { dest } => Some(dest),
             OutputSpec::Image { .. } | OutputSpec::Containerd { .. } => None,
+        }
+    }
+
+    /// For outputs that are one file, that file's path, to redirect (the daemon writes it
+    /// aside and sends it to the client).
+    pub fn file_dest_mut(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            OutputSpec::Oci { dest, .. }
+            | OutputSpec::Docker { dest, .. }
+            | OutputSpec::Tar { dest } => Some(dest),
+            OutputSpec::Local { .. } | OutputSpec::Image { .. } | OutputSpec::Containerd { .. } => {
+                None
+            }
         }
     }
 
