@@ -9,6 +9,7 @@ use std::path::Path;
 use crate::daemon::proto::{FileChunk, FileStat};
 use crate::daemon::sync::host_path;
 use crate::worker::context::{context_tree, dockerignore_path, walk_context, ContextError};
+use crate::worker::fileop::meta::skip_xattr;
 
 /// Files go in chunks well under gRPC's 4 MiB message limit.
 pub const CHUNK: usize = 1 << 20;
@@ -64,6 +65,10 @@ pub fn scan(context_dir: &Path, dockerfile: Option<&Path>) -> Result<Scanned, Co
         // Symlinks' own xattrs are rare and not readable everywhere: left out.
         if kind != libc::S_IFLNK {
             for name in xattr::list(&path).map_err(read)? {
+                // Host labels are not part of the context (COPY does not copy them either).
+                if skip_xattr(name.as_encoded_bytes()) {
+                    continue;
+                }
                 if let Some(v) = xattr::get(&path, &name).map_err(read)? {
                     xattrs.insert(name.to_string_lossy().into_owned(), v);
                 }

@@ -11,6 +11,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::proto::FileStat;
+use crate::worker::fileop::meta::skip_xattr;
 
 const S_IFMT: u32 = libc::S_IFMT;
 
@@ -135,11 +136,18 @@ fn set_meta(path: &Path, f: &FileStat) -> Result<(), SyncError> {
         .map_err(io("listing xattrs of", path))?
         .collect();
     for name in &have {
+        // Host labels (the daemon's own) are not the client's to change.
+        if skip_xattr(name.as_encoded_bytes()) {
+            continue;
+        }
         if !f.xattrs.contains_key(&*name.to_string_lossy()) {
             xattr::remove(path, name).map_err(io("removing an xattr of", path))?;
         }
     }
     for (name, value) in &f.xattrs {
+        if skip_xattr(name.as_bytes()) {
+            continue;
+        }
         if xattr::get(path, name).ok().flatten().as_deref() != Some(value.as_slice()) {
             xattr::set(path, name, value).map_err(io("setting an xattr of", path))?;
         }

@@ -115,3 +115,29 @@ fn paths_outside_the_copy_are_refused() {
     assert!(bad(vec![stat("", dir), h]).contains("hard link"));
     validate(&[stat("", dir), stat("d", dir), stat("d/x", reg)]).unwrap();
 }
+
+#[test]
+fn xattrs_follow_the_client_and_need_no_content_transfer() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("f"), "content").unwrap();
+    if xattr::set(src.join("f"), "user.kiln", b"1").is_err() {
+        eprintln!("SKIP: {} has no user xattrs", t.path().display());
+        return;
+    }
+    sync(&src, &dst);
+    assert_eq!(
+        xattr::get(dst.join("f"), "user.kiln").unwrap(),
+        Some(b"1".to_vec())
+    );
+    // Changing only an xattr changes no content: nothing is sent, the copy follows.
+    xattr::remove(src.join("f"), "user.kiln").unwrap();
+    xattr::set(src.join("f"), "user.other", b"2").unwrap();
+    assert_eq!(sync(&src, &dst), (0, 0));
+    assert_eq!(xattr::get(dst.join("f"), "user.kiln").unwrap(), None);
+    assert_eq!(
+        xattr::get(dst.join("f"), "user.other").unwrap(),
+        Some(b"2".to_vec())
+    );
+}
