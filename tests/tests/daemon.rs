@@ -558,3 +558,40 @@ fn config_and_systemd_units() {
         stderr(&out)
     );
 }
+
+#[test]
+fn secrets_are_asked_for_when_a_step_needs_them() {
+    let Some(env) = env("secrets_are_asked_for_when_a_step_needs_them") else {
+        return;
+    };
+    let d = Kilnd::start(&env);
+    let ctx = env.context(
+        "ctx",
+        "FROM $BASE\nRUN --mount=type=secret,id=tok test \"$(wc -c < /run/secrets/tok)\" -eq 12 && grep -q 3cr /run/secrets/tok\n",
+        &[],
+    );
+    let tok = env.path("tok.txt");
+    std::fs::write(&tok, "s3cret-value").unwrap();
+    let secret = format!("id=tok,src={}", tok.display());
+    // `unused` names no readable file: never asked for, so never a problem.
+    let out = build_ok(
+        &env,
+        &d,
+        &ctx,
+        &[
+            "--secret",
+            &secret,
+            "--secret",
+            "id=unused,src=/nonexistent/kiln",
+        ],
+    );
+    assert!(!out.contains("s3cret-value") && !d.logs().contains("s3cret-value"));
+    let err = stderr(&build(&env, &d, &ctx, &["--no-cache"]));
+    assert!(err.contains("tok"), "a missing secret is named:\n{err}");
+    std::fs::remove_file(&tok).unwrap();
+    let err = stderr(&build(&env, &d, &ctx, &["--no-cache", "--secret", &secret]));
+    assert!(
+        err.contains("tok.txt"),
+        "an unreadable secret file is named:\n{err}"
+    );
+}

@@ -302,12 +302,6 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         }
         return Err(super::Exit(1).into());
     }
-    let mut secrets = std::collections::HashMap::new();
-    for id in session.secrets.keys() {
-        if let Some(v) = session.secret(id)? {
-            secrets.insert(id.clone(), v);
-        }
-    }
     let start = crate::daemon::proto::BuildStart {
         context_key: crate::client::build::context_key(&args.context),
         dockerfile_name: filename.clone(),
@@ -319,12 +313,12 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         outputs: args.outputs.clone(),
         push: args.push,
         no_cache: args.no_cache,
-        secrets,
     };
     let started = std::time::Instant::now();
     let (context, file) = (args.context.clone(), args.file.clone());
     let (result, shown) = with_progress(mode, |p| {
-        crate::client::build::build(addr, start, context, file, file_outputs, p)
+        let session = Arc::new(session);
+        crate::client::build::build(addr, start, context, file, file_outputs, session, p)
     })
     .await;
     let Some(result) = result else {

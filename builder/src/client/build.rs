@@ -14,9 +14,12 @@ use super::ClientError;
 use crate::daemon::convert::progress_from_wire;
 use crate::daemon::proto::build_client_message::Msg;
 use crate::daemon::proto::build_server_message::Msg as In;
+use crate::daemon::proto::session_request::What;
 use crate::daemon::proto::{
-    BuildClientMessage, BuildResult, BuildStart, ContextManifest, OutputChunk,
+    BuildClientMessage, BuildResult, BuildStart, ContextManifest, OutputChunk, SessionRequest,
+    SessionResponse,
 };
+use crate::worker::mounts::BuildSession;
 
 /// What the client's machine calls this directory: the daemon keeps one copy per key.
 pub fn context_key(dir: &std::path::Path) -> String {
@@ -42,6 +45,7 @@ pub async fn build(
     context_dir: PathBuf,
     dockerfile: Option<PathBuf>,
     file_outputs: Vec<Option<PathBuf>>,
+    session: Arc<BuildSession>,
     progress: Progress,
 ) -> Result<BuildResult, ClientError> {
     let mut outputs = OutputFiles::new(file_outputs);
@@ -108,9 +112,36 @@ pub async fn build(
                 }
             }
             In::Output(c) => outputs.chunk(c).await?,
+            In::Session(req) => {
+                let (out, session) = (out.clone(), session.clone());
+                // Read as the embedded build would, when the step needs it.
+                tokio::task::spawn_blocking(move || {
+                    let resp = answer(&session, req);
+                    let _ = out.blocking_send(wrap(Msg::Session(resp)));
+                });
+            }
             In::Result(r) => return Ok(r),
         }
     }
+}
+
+fn answer(session: &BuildSession, req: SessionRequest) -> SessionResponse {
+    let mut resp = SessionResponse {
+        id: req.id,
+        ..Default::default()
+    };
+    match req.what {
+        Some(What::Secret(id)) => match session.local_secret(&id) {
+            Ok(Some(data)) => {
+                resp.found = true;
+                resp.data = data;
+            }
+            Ok(None) => {}
+            Err(e) => resp.error = e.to_string(),
+        },
+        None => resp.error = "unknown request (a newer kilnd?)".into(),
+    }
+    resp
 }
 
 /// File outputs arriving from the daemon: each written aside and renamed into place when

@@ -14,9 +14,10 @@ use tonic::{Status, Streaming};
 use super::convert::{build_result, progress_to_wire};
 use super::proto::{self, build_client_message::Msg, build_server_message::Msg as Out};
 use super::service::Daemon;
+use super::session::ClientSession;
 use super::sync::{finish, prepare, Receiver};
 use crate::engine::{BuildOptions, OutputSpec};
-use crate::worker::mounts::{BuildSession, SecretSource};
+use crate::worker::mounts::BuildSession;
 
 type Tx = Sender<Result<proto::BuildServerMessage, Status>>;
 
@@ -60,10 +61,10 @@ fn failed(message: String) -> proto::BuildResult {
 }
 
 /// Serves one `Build` stream to its end.
-pub async fn serve(daemon: Arc<Daemon>, mut inbound: Streaming<proto::BuildClientMessage>, tx: Tx) {
+pub async fn serve(daemon: Arc<Daemon>, inbound: Streaming<proto::BuildClientMessage>, tx: Tx) {
     let shutdown = daemon.shutdown.clone();
     let result = tokio::select! {
-        r = run(&daemon, &mut inbound, &tx) => match r {
+        r = run(&daemon, inbound, &tx) => match r {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!("build failed: {e}");
@@ -85,10 +86,10 @@ fn invalid(msg: impl Into<String>) -> ServeError {
 
 async fn run(
     daemon: &Daemon,
-    inbound: &mut Streaming<proto::BuildClientMessage>,
+    mut inbound: Streaming<proto::BuildClientMessage>,
     tx: &Tx,
 ) -> Result<proto::BuildResult, ServeError> {
-    let Msg::Start(start) = next(inbound).await? else {
+    let Msg::Start(start) = next(&mut inbound).await? else {
         return Err(invalid("a build starts with its request"));
     };
     let mut outputs =
@@ -128,7 +129,7 @@ async fn run(
     let progress = Progress::new(ptx);
 
     send(tx, Out::ManifestRequest(proto::ManifestRequest {})).await?;
-    let Msg::Manifest(manifest) = next(inbound).await? else {
+    let Msg::Manifest(manifest) = next(&mut inbound).await? else {
         return Err(invalid("expected the context's manifest"));
     };
     let slot = daemon.contexts.acquire(&start.context_key);
@@ -150,7 +151,7 @@ async fn run(
         send(tx, Out::FileRequest(proto::FileRequest { ids: request })).await?;
     }
     while !rx.done() {
-        let Msg::Chunk(c) = next(inbound).await? else {
+        let Msg::Chunk(c) = next(&mut inbound).await? else {
             return Err(invalid("expected file contents"));
         };
         tokio::task::block_in_place(|| rx.chunk(c.id, &c.data, c.eof))?;
@@ -204,10 +205,11 @@ async fn run(
             files_out.push((i as u32, dest.clone()));
         }
     }
-    let mut session = BuildSession::default();
-    for (id, value) in start.secrets {
-        session.secrets.insert(id, SecretSource::Value(value));
-    }
+    // From here on the client only answers what the build asks for.
+    let session = BuildSession {
+        remote: Some(Arc::new(ClientSession::new(tx.clone(), inbound))),
+        ..Default::default()
+    };
     let opts = BuildOptions {
         context: slot.tree.clone(),
         dockerfile: Some(dockerfile),

@@ -10,6 +10,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod server;
 pub mod service;
+mod session;
 pub mod sync;
 
 pub mod proto {

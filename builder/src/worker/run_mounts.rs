@@ -139,7 +139,7 @@ impl KilnWorker {
                     rm.leases.push(lease);
                 }
                 MountKind::Secret(s) => {
-                    let Some(data) = session.secret(&s.id).map_err(MountError::from)? else {
+                    let Some(data) = session.secret(&s.id).await.map_err(MountError::from)? else {
                         if s.optional {
                             continue;
                         }
@@ -173,7 +173,7 @@ impl KilnWorker {
             }
         }
         for se in &e.secret_env {
-            match session.secret(&se.id).map_err(MountError::from)? {
+            match session.secret(&se.id).await.map_err(MountError::from)? {
                 Some(v) => rm
                     .env
                     .push(format!("{}={}", se.name, String::from_utf8_lossy(&v))),
