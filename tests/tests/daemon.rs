@@ -595,3 +595,105 @@ fn secrets_are_asked_for_when_a_step_needs_them() {
         "an unreadable secret file is named:\n{err}"
     );
 }
+
+#[test]
+fn ssh_agents_stay_on_the_client_and_answer_through_the_daemon() {
+    let Some(env) = env("ssh_agents_stay_on_the_client_and_answer_through_the_daemon") else {
+        return;
+    };
+    if kiln_testkit::which("ssh-agent").is_none() || kiln_testkit::which("ssh-add").is_none() {
+        common::skip::<()>("ssh_agents", "openssh-client is not installed");
+        return;
+    }
+    let d = Kilnd::start(&env);
+    let sock = env.path("agent.sock");
+    let mut agent = Command::new("ssh-agent")
+        .args(["-D", "-a", sock.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until("the agent", Duration::from_secs(10), || sock.exists());
+    let key = env.path("id_ed25519");
+    run(
+        "ssh-keygen",
+        &["-q", "-t", "ed25519", "-N", "", "-f", key.to_str().unwrap()],
+    );
+    let added = Command::new("ssh-add")
+        .arg(&key)
+        .env("SSH_AUTH_SOCK", &sock)
+        .output()
+        .unwrap();
+    assert!(added.status.success(), "{}", stderr(&added));
+    let fingerprint = run("ssh-keygen", &["-lf", key.to_str().unwrap()]);
+    let fingerprint = fingerprint.split_whitespace().nth(1).unwrap().to_string();
+
+    let ctx = env.context(
+        "ctx",
+        "FROM $BASE\nRUN --mount=type=ssh --mount=type=ssh,id=keys,target=/keys test -S \"$SSH_AUTH_SOCK\" && test -S /keys && sleep 5\n",
+        &[],
+    );
+    let default = format!("default={}", sock.display());
+    let keys = format!("keys={}", key.display());
+    let client = env
+        .kiln()
+        .args(["--addr", &d.addr(), "build", "--progress", "plain"])
+        .args(["--ssh", &default, "--ssh", &keys])
+        .arg(&ctx)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the step runs, the daemon's sockets for both ids answer with the client's keys.
+    let base = env.state().join("ssh-remote");
+    let sockets = || -> Vec<PathBuf> { walk_sockets(&base) };
+    wait_until(
+        "the daemon's agent sockets",
+        Duration::from_secs(60),
+        || sockets().len() == 2 && !containers(&env).trim().is_empty(),
+    );
+    for s in sockets() {
+        let out = Command::new("ssh-add")
+            .arg("-l")
+            .env("SSH_AUTH_SOCK", &s)
+            .output()
+            .unwrap();
+        let listed = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            listed.contains(&fingerprint),
+            "{}: {listed}{}",
+            s.display(),
+            stderr(&out)
+        );
+    }
+    let out = client.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\nkilnd:\n{}",
+        stderr(&out),
+        d.logs()
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    assert!(
+        sockets().is_empty(),
+        "the daemon's agent sockets go with the build"
+    );
+    env.assert_nothing_left();
+}
+
+/// Unix sockets under `dir` (one level of build directories).
+fn walk_sockets(dir: &Path) -> Vec<PathBuf> {
+    use std::os::unix::fs::FileTypeExt;
+    let mut out = Vec::new();
+    for build in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(build.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_type().is_ok_and(|t| t.is_socket()) {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}

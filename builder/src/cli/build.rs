@@ -271,9 +271,6 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         .iter()
         .map(|o| o.host_path().map(std::path::Path::to_path_buf))
         .collect();
-    if !args.ssh.is_empty() {
-        bail!("--ssh does not go through kilnd ({addr}) yet");
-    }
     let build_args = parse_build_args(&args.build_args)?;
     let session = session(&args)?;
     let dockerfile_path = args
@@ -313,6 +310,7 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         outputs: args.outputs.clone(),
         push: args.push,
         no_cache: args.no_cache,
+        ssh: session.ssh.keys().cloned().collect(),
     };
     let started = std::time::Instant::now();
     let (context, file) = (args.context.clone(), args.file.clone());

@@ -15,10 +15,12 @@ use crate::daemon::convert::progress_from_wire;
 use crate::daemon::proto::build_client_message::Msg;
 use crate::daemon::proto::build_server_message::Msg as In;
 use crate::daemon::proto::session_request::What;
+use crate::daemon::proto::SshFrame;
 use crate::daemon::proto::{
     BuildClientMessage, BuildResult, BuildStart, ContextManifest, OutputChunk, SessionRequest,
     SessionResponse,
 };
+use crate::daemon::ssh::{deliver, pump, Conns};
 use crate::worker::mounts::BuildSession;
 
 /// What the client's machine calls this directory: the daemon keeps one copy per key.
@@ -69,6 +71,7 @@ pub async fn build(
     // A file that cannot be read ends the build here (the daemon sees the stream close).
     let (fail_tx, mut fail_rx) = mpsc::channel::<ClientError>(1);
     let mut senders = Vec::new();
+    let ssh = SshClient::new(out.clone(), session.clone());
     loop {
         let msg = tokio::select! {
             m = inbound.message() => m?,
@@ -120,8 +123,76 @@ pub async fn build(
                     let _ = out.blocking_send(wrap(Msg::Session(resp)));
                 });
             }
+            In::Ssh(frame) => ssh.frame(frame),
             In::Result(r) => return Ok(r),
         }
+    }
+}
+
+/// The client's side of `--ssh` through the daemon: each conversation the daemon opens is
+/// played against the agent the id names here.
+struct SshClient {
+    emit: mpsc::UnboundedSender<SshFrame>,
+    conns: Conns,
+    session: Arc<BuildSession>,
+    /// Agents started here for `--ssh ID=KEYFILE` (removed with the build).
+    agents_dir: Option<tempfile::TempDir>,
+}
+
+impl SshClient {
+    fn new(out: mpsc::Sender<BuildClientMessage>, session: Arc<BuildSession>) -> SshClient {
+        let (emit, mut frames) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Some(f) = frames.recv().await {
+                if out.send(wrap(Msg::Ssh(f))).await.is_err() {
+                    break;
+                }
+            }
+        });
+        SshClient {
+            emit,
+            conns: Conns::default(),
+            session,
+            agents_dir: tempfile::Builder::new().prefix("kiln-ssh-").tempdir().ok(),
+        }
+    }
+
+    fn frame(&self, f: SshFrame) {
+        if f.open.is_empty() {
+            deliver(&self.conns, f);
+            return;
+        }
+        let (emit, conns, session) = (self.emit.clone(), self.conns.clone(), self.session.clone());
+        let dir = self.agents_dir.as_ref().map(|d| d.path().to_path_buf());
+        // Registered now: the step's first bytes may arrive before the agent is connected.
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut c) = conns.lock() {
+            c.insert(f.conn, tx);
+        }
+        tokio::spawn(async move {
+            let conn = f.conn;
+            let agent = match dir {
+                Some(dir) => session.agent_socket(&f.open, &dir).await.ok().flatten(),
+                None => None,
+            };
+            let stream = match agent {
+                Some(p) => tokio::net::UnixStream::connect(p).await.ok(),
+                None => None,
+            };
+            let Some(stream) = stream else {
+                tracing::warn!(id = %f.open, "no SSH agent to forward to");
+                if let Ok(mut c) = conns.lock() {
+                    c.remove(&conn);
+                }
+                let _ = emit.send(SshFrame {
+                    conn,
+                    close: true,
+                    ..Default::default()
+                });
+                return;
+            };
+            pump(stream, conn, rx, emit, conns).await;
+        });
     }
 }
 

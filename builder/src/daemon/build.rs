@@ -17,7 +17,7 @@ use super::service::Daemon;
 use super::session::ClientSession;
 use super::sync::{finish, prepare, Receiver};
 use crate::engine::{BuildOptions, OutputSpec};
-use crate::worker::mounts::BuildSession;
+use crate::worker::mounts::{BuildSession, SshSource};
 
 type Tx = Sender<Result<proto::BuildServerMessage, Status>>;
 
@@ -206,9 +206,35 @@ async fn run(
         }
     }
     // From here on the client only answers what the build asks for.
-    let session = BuildSession {
-        remote: Some(Arc::new(ClientSession::new(tx.clone(), inbound))),
+    let conns = super::ssh::Conns::default();
+    let mut session = BuildSession {
+        remote: Some(Arc::new(ClientSession::new(
+            tx.clone(),
+            inbound,
+            conns.clone(),
+        ))),
         ..Default::default()
+    };
+    // `--ssh` ids: sockets here, agents on the client.
+    let _ssh = if start.ssh.is_empty() {
+        None
+    } else {
+        let (emit, mut frames) = tokio::sync::mpsc::unbounded_channel();
+        let out = tx.clone();
+        tokio::spawn(async move {
+            while let Some(f) = frames.recv().await {
+                if send(&out, Out::Ssh(f)).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let base = daemon.engine.opts.state.join(super::ssh::STATE_DIR);
+        let (listeners, sockets) = super::ssh::Listeners::start(&base, &start.ssh, emit, conns)
+            .map_err(|e| ServeError::Internal(format!("ssh forwarding: {e}")))?;
+        for (id, path) in sockets {
+            session.ssh.insert(id, SshSource::Socket(path));
+        }
+        Some(listeners)
     };
     let opts = BuildOptions {
         context: slot.tree.clone(),

@@ -11,6 +11,7 @@ pub mod pidfile;
 pub mod server;
 pub mod service;
 mod session;
+pub mod ssh;
 pub mod sync;
 
 pub mod proto {

@@ -98,6 +98,7 @@ pub async fn run(
                 source: std::io::Error::other(e),
             })??,
     );
+    super::ssh::cleanup(&cfg.state.join(super::ssh::STATE_DIR));
     let contexts_dir = cfg.root.join("contexts");
     let contexts = ContextStore::open(&contexts_dir).map_err(|source| ServerError::Setup {
         path: contexts_dir,

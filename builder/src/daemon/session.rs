@@ -1,4 +1,5 @@
-//! What a build in the daemon asks its client for while it runs (secrets), over the build's
+//! What a build in the daemon asks its client for while it runs (secrets, SSH agent
+//! conversations), over the build's
 //! stream: a request with an id, the client's answer routed back to whoever waits for it.
 
 use std::collections::HashMap;
@@ -32,7 +33,12 @@ impl Drop for ClientSession {
 impl ClientSession {
     /// Takes over the client's side of the stream (after the context transfer): from now on
     /// it only answers requests.
-    pub fn new(tx: Tx, mut inbound: Streaming<proto::BuildClientMessage>) -> ClientSession {
+    /// SSH frames go to their conversation in `ssh`.
+    pub fn new(
+        tx: Tx,
+        mut inbound: Streaming<proto::BuildClientMessage>,
+        ssh: super::ssh::Conns,
+    ) -> ClientSession {
         let pending: Pending = Arc::default();
         let p = pending.clone();
         let reader = tokio::spawn(async move {
@@ -44,12 +50,17 @@ impl ClientSession {
                             let _ = w.send(resp);
                         }
                     }
+                    Some(Msg::Ssh(frame)) => super::ssh::deliver(&ssh, frame),
                     _ => tracing::debug!("unexpected message from the client ignored"),
                 }
             }
-            // The client is gone: whoever still waits gets an error (their senders drop).
+            // The client is gone: whoever still waits gets an error (their senders drop), and
+            // agent conversations end.
             if let Ok(mut p) = p.lock() {
                 p.clear();
+            }
+            if let Ok(mut c) = ssh.lock() {
+                c.clear();
             }
         });
         ClientSession {

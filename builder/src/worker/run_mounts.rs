@@ -9,9 +9,7 @@ use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, MountKind};
 use super::exec::rootfs::Root;
 use super::exec::ExtraMount;
 use super::fileop::SourceTree;
-use super::mounts::{
-    forward, BuildSession, CacheLease, CacheOwner, Forward, MountError, SecretDir, SshSource,
-};
+use super::mounts::{forward, CacheLease, CacheOwner, Forward, MountError, SecretDir};
 use super::ops::{KilnWorker, Prepared, WorkRef};
 use super::snapshot::MountGuard;
 
@@ -154,7 +152,11 @@ impl KilnWorker {
                     });
                 }
                 MountKind::Ssh(s) => {
-                    let Some(agent) = self.agent_socket(&session, &s.id).await? else {
+                    let Some(agent) = session
+                        .agent_socket(&s.id, &self.agents_dir)
+                        .await
+                        .map_err(boxed)?
+                    else {
                         if s.optional {
                             continue;
                         }
@@ -182,30 +184,6 @@ impl KilnWorker {
             }
         }
         Ok(rm)
-    }
-
-    /// The agent socket for ssh id `id`, starting an agent for key files on first use.
-    async fn agent_socket(
-        &self,
-        session: &BuildSession,
-        id: &str,
-    ) -> Result<Option<PathBuf>, WorkerError> {
-        match session.ssh.get(id) {
-            None => Ok(None),
-            Some(SshSource::Socket(p)) => Ok(Some(p.clone())),
-            Some(SshSource::Keys(keys)) => {
-                let mut agents = session.agents.lock().await;
-                if let Some(a) = agents.get(id) {
-                    return Ok(Some(a.socket().to_owned()));
-                }
-                let agent = super::mounts::agent::KeyAgent::start(&self.agents_dir, keys)
-                    .await
-                    .map_err(boxed)?;
-                let sock = agent.socket().to_owned();
-                agents.insert(id.to_string(), agent);
-                Ok(Some(sock))
-            }
-        }
     }
 
     /// A host directory showing `r`: read-only trees are mounted (or, for a context without

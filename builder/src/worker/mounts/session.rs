@@ -89,6 +89,29 @@ impl BuildSession {
         }
     }
 
+    /// The agent socket for ssh id `id`, starting an agent (its socket under `agents_dir`)
+    /// for key files on first use; `None` when the client did not forward `id`.
+    pub async fn agent_socket(
+        &self,
+        id: &str,
+        agents_dir: &std::path::Path,
+    ) -> Result<Option<PathBuf>, super::MountError> {
+        match self.ssh.get(id) {
+            None => Ok(None),
+            Some(SshSource::Socket(p)) => Ok(Some(p.clone())),
+            Some(SshSource::Keys(keys)) => {
+                let mut agents = self.agents.lock().await;
+                if let Some(a) = agents.get(id) {
+                    return Ok(Some(a.socket().to_owned()));
+                }
+                let agent = KeyAgent::start(agents_dir, keys).await?;
+                let sock = agent.socket().to_owned();
+                agents.insert(id.to_string(), agent);
+                Ok(Some(sock))
+            }
+        }
+    }
+
     /// Secret `id` from the sources given on this machine (`--secret`).
     pub fn local_secret(&self, id: &str) -> Result<Option<Vec<u8>>, SessionError> {
         match self.secrets.get(id) {
