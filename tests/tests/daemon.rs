@@ -26,6 +26,10 @@ struct Kilnd {
 
 impl Kilnd {
     fn start(env: &Env) -> Kilnd {
+        Self::start_with(env, &[])
+    }
+
+    fn start_with(env: &Env, extra: &[&str]) -> Kilnd {
         let sock = env.path("kilnd.sock");
         let log = env.path("kilnd.log");
         let child = Command::new(kilnd_bin(env))
@@ -35,6 +39,7 @@ impl Kilnd {
             .arg(env.state())
             .arg("--addr")
             .arg(format!("unix://{}", sock.display()))
+            .args(extra)
             .env("DOCKER_CONFIG", env.docker_config())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -301,7 +306,13 @@ fn concurrent_clients_both_build_and_a_shared_step_runs_once() {
     let Some(env) = env("concurrent_clients_both_build_and_a_shared_step_runs_once") else {
         return;
     };
-    let d = Kilnd::start(&env);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let metrics_addr = format!("127.0.0.1:{port}");
+    let d = Kilnd::start_with(&env, &["--metrics-addr", &metrics_addr]);
     let shared = "RUN sleep 2 && echo shared > /shared\n";
     let ctxs: Vec<PathBuf> = ["a", "b"]
         .iter()

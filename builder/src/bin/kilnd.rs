@@ -23,6 +23,9 @@ struct Args {
     /// Group owning the socket (overrides `[grpc] group`).
     #[arg(long)]
     group: Option<String>,
+    /// Serve Prometheus metrics on IP:PORT (overrides `[metrics] address`).
+    #[arg(long = "metrics-addr")]
+    metrics: Option<String>,
     /// Verbose logs.
     #[arg(long, short = 'D')]
     debug: bool,
@@ -57,6 +60,12 @@ fn config(args: &Args) -> anyhow::Result<KilndConfig> {
             .iter()
             .map(|a| Address::parse(a).map_err(|e| anyhow::anyhow!("--addr {e}")))
             .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(m) = &args.metrics {
+        cfg.metrics = Some(
+            kiln::daemon::config::parse_metrics_addr(m)
+                .map_err(|e| anyhow::anyhow!("--metrics-addr {e}"))?,
+        );
     }
     if let Some(g) = &args.group {
         cfg.group = Some(g.clone());

@@ -11,7 +11,10 @@ use kiln_solver::llb::Digest;
 use tokio::sync::mpsc::Sender;
 use tonic::{Status, Streaming};
 
+use std::sync::atomic::Ordering;
+
 use super::convert::{build_result, progress_to_wire};
+use super::metrics::Ended;
 use super::proto::{self, build_client_message::Msg, build_server_message::Msg as Out};
 use super::service::Daemon;
 use super::session::ClientSession;
@@ -63,11 +66,16 @@ fn failed(message: String) -> proto::BuildResult {
 /// Serves one `Build` stream to its end.
 pub async fn serve(daemon: Arc<Daemon>, inbound: Streaming<proto::BuildClientMessage>, tx: Tx) {
     let shutdown = daemon.shutdown.clone();
+    let mut counted = daemon.metrics.build();
     let result = tokio::select! {
         r = run(&daemon, inbound, &tx) => match r {
-            Ok(r) => r,
+            Ok(r) => {
+                counted.ended(if r.error.is_some() { Ended::Failed } else { Ended::Ok });
+                r
+            }
             Err(e) => {
                 tracing::info!("build failed: {e}");
+                counted.ended(Ended::Failed);
                 failed(e.to_string())
             }
         },
@@ -77,6 +85,8 @@ pub async fn serve(daemon: Arc<Daemon>, inbound: Streaming<proto::BuildClientMes
         }
         _ = shutdown.cancelled() => failed("kilnd is shutting down: build cancelled".into()),
     };
+    // Counted before the client hears the result: what it sees next is up to date.
+    drop(counted);
     let _ = send(&tx, Out::Result(result)).await;
 }
 
@@ -114,9 +124,10 @@ async fn run(
     // Progress goes out in order with everything else on the stream.
     let (ptx, mut prx) = tokio::sync::mpsc::unbounded_channel::<ProgressEvent>();
     let forward = {
-        let tx = tx.clone();
+        let (tx, metrics) = (tx.clone(), daemon.metrics.clone());
         tokio::spawn(async move {
             while let Some(ev) = prx.recv().await {
+                metrics.step(&ev);
                 if send(&tx, Out::Progress(progress_to_wire(ev)))
                     .await
                     .is_err()
@@ -162,6 +173,11 @@ async fn run(
         bytes_sent: rx.bytes,
     };
     drop(rx);
+    let m = &daemon.metrics;
+    m.context_files
+        .fetch_add(u64::from(stats.files_sent), Ordering::Relaxed);
+    m.context_bytes
+        .fetch_add(stats.bytes_sent, Ordering::Relaxed);
     tokio::task::block_in_place(|| finish(&slot.tree, &files))?;
     progress.send(ProgressEvent::Status {
         digest: vertex.clone(),

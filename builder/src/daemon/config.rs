@@ -37,6 +37,10 @@ address = ["unix:///run/kiln/kilnd.sock"]
 # Unset: root's group.
 # group = "kiln"
 
+[metrics]
+# Prometheus metrics (GET /metrics) on this TCP address; unset: none.
+# address = "127.0.0.1:9333"
+
 # The worker, as in kiln.toml:
 # [worker]
 # backend = "overlay"          # or "containerd"
@@ -64,6 +68,8 @@ struct KilndFile {
     oom_score_adj: Option<i32>,
     #[serde(default)]
     grpc: GrpcSection,
+    #[serde(default)]
+    metrics: MetricsSection,
     certs_dir: Option<PathBuf>,
     #[serde(default)]
     registry: BTreeMap<String, RegistrySection>,
@@ -76,6 +82,12 @@ struct KilndFile {
 struct GrpcSection {
     address: Option<Vec<String>>,
     group: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsSection {
+    address: Option<String>,
 }
 
 /// Where kilnd listens.
@@ -113,6 +125,12 @@ impl std::fmt::Display for Address {
     }
 }
 
+/// `host:port` (an IP address) for the metrics endpoint.
+pub fn parse_metrics_addr(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected IP:PORT, e.g. 127.0.0.1:9333"))
+}
+
 /// The daemon's settings, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KilndConfig {
@@ -123,6 +141,8 @@ pub struct KilndConfig {
     pub addresses: Vec<Address>,
     /// Owner group of the unix sockets (a name or a number).
     pub group: Option<String>,
+    /// Where Prometheus metrics are served.
+    pub metrics: Option<std::net::SocketAddr>,
     /// Registries and worker, as kiln.toml has them.
     pub kiln: KilnConfig,
 }
@@ -136,6 +156,7 @@ impl Default for KilndConfig {
             oom_score_adj: None,
             addresses: vec![Address::Unix(PathBuf::from(DEFAULT_SOCKET))],
             group: None,
+            metrics: None,
             kiln: KilnConfig::default(),
         }
     }
@@ -203,6 +224,12 @@ impl KilndConfig {
             }
             r => r.unwrap_or(d.runtime),
         };
+        let metrics = match f.metrics.address {
+            None => None,
+            Some(a) => Some(
+                parse_metrics_addr(&a).map_err(|r| invalid(path, "metrics.address".into(), &r))?,
+            ),
+        };
         let mut kiln = KilnConfig {
             certs_dir: f.certs_dir,
             registry: f.registry,
@@ -216,6 +243,7 @@ impl KilndConfig {
             oom_score_adj,
             addresses,
             group: f.grpc.group,
+            metrics,
             kiln,
         })
     }
@@ -240,6 +268,7 @@ mod tests {
         let c = parse(
             "root = \"lib\"\nstate = \"/run/k\"\noom_score_adj = -500\n\
              [grpc]\naddress = [\"unix:///tmp/k.sock\", \"/tmp/b.sock\"]\ngroup = \"kiln\"\n\
+             [metrics]\naddress = \"127.0.0.1:9333\"\n\
              [worker]\nbackend = \"containerd\"\n[registry.\"harbor.lan\"]\nca = [\"ca.pem\"]\n",
         )
         .unwrap();
@@ -254,6 +283,7 @@ mod tests {
             ]
         );
         assert_eq!(c.group.as_deref(), Some("kiln"));
+        assert_eq!(c.metrics, Some("127.0.0.1:9333".parse().unwrap()));
         assert_eq!(c.kiln.worker.backend, crate::config::Backend::Containerd);
         assert_eq!(
             c.kiln.registry["harbor.lan"].ca,
@@ -286,6 +316,11 @@ mod tests {
         assert!(m.contains("worker.backend: "), "{m}");
         let m = e("[registry.\"https://h\"]\n");
         assert!(m.contains("registry.\"https://h\": "), "{m}");
+        let m = e("[metrics]\naddress = \"localhost\"\n");
+        assert!(
+            m.contains("metrics.address: ") && m.contains("IP:PORT"),
+            "{m}"
+        );
         let m = e("root = \"\"\n");
         assert!(m.contains("root: empty path"), "{m}");
     }

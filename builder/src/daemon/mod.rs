@@ -6,6 +6,7 @@ pub mod config;
 pub mod contexts;
 pub mod convert;
 pub mod listen;
+pub mod metrics;
 pub mod notify;
 pub mod pidfile;
 pub mod server;

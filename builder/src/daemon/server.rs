@@ -41,6 +41,12 @@ pub enum ServerError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Listen(#[from] ListenError),
+    #[error("metrics address {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -113,7 +119,16 @@ pub async fn run(
         addresses: listeners.addresses.clone(),
         shutdown: CancellationToken::new(),
         builds: TaskTracker::new(),
+        metrics: Arc::default(),
     });
+    if let Some(addr) = cfg.metrics {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Metrics { addr, source })?;
+        tracing::info!(%addr, "metrics on /metrics");
+        let (m, stop) = (daemon.metrics.clone(), daemon.shutdown.clone());
+        tokio::spawn(super::metrics::serve(l, m, stop));
+    }
     let mut listeners = listeners;
     let incoming = futures::stream::select_all(
         std::mem::take(&mut listeners.sockets)

@@ -21,6 +21,7 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Running builds, waited for at shutdown.
     pub builds: TaskTracker,
+    pub metrics: Arc<super::metrics::Metrics>,
 }
 
 #[derive(Clone)]
