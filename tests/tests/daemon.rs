@@ -269,6 +269,12 @@ fn daemon_builds_images_that_run_and_rebuilds_send_only_what_changed() {
     // `kiln info` finds the daemon serving the root; writing beside it is refused.
     let info = String::from_utf8_lossy(&env.ok(&["info"]).stdout).to_string();
     assert!(info.contains("Daemon:   kilnd pid"), "{info}");
+    let workers = env.ok(&["--addr", &d.addr(), "debug", "workers"]).stdout;
+    let workers = String::from_utf8_lossy(&workers);
+    assert!(
+        workers.contains("overlay") && workers.contains("linux/amd64"),
+        "{workers}"
+    );
     let err = env.fails(&["tag", "daemon/app:1", "daemon/app:copy"]);
     assert!(err.contains("serves") && err.contains("kiln tag"), "{err}");
     let err = env.fails(&["--addr", &d.addr(), "images"]);

@@ -24,6 +24,31 @@ fn print(i: &InfoResponse, daemon: Option<&str>) {
     );
 }
 
+#[derive(clap::Subcommand, Debug)]
+pub enum DebugCommand {
+    /// The workers that run builds: backend, platforms, runtime.
+    Workers,
+}
+
+fn workers(i: &InfoResponse) {
+    // One worker per engine: the backend it was opened with.
+    println!("{:<12} {:<14} {:<10} DETAILS", "ID", "PLATFORMS", "RUNTIME");
+    let (id, details) = i.worker.split_once(' ').unwrap_or((i.worker.as_str(), ""));
+    println!("{id:<12} {:<14} {:<10} {details}", "linux/amd64", i.runtime);
+}
+
+pub async fn debug_local(engine: &Engine, cmd: DebugCommand) -> Result<()> {
+    let DebugCommand::Workers = cmd;
+    workers(&crate::daemon::service::info(engine, &[], 0).await);
+    Ok(())
+}
+
+pub async fn debug_remote(addr: &str, cmd: DebugCommand) -> Result<()> {
+    let DebugCommand::Workers = cmd;
+    workers(&crate::client::info(addr).await?);
+    Ok(())
+}
+
 pub async fn local(engine: &Engine) -> Result<()> {
     print(&crate::daemon::service::info(engine, &[], 0).await, None);
     Ok(())

@@ -115,6 +115,9 @@ pub enum Command {
     Export(export::ExportCommand),
     /// Show the engine (or daemon): version, state, worker, runtime, disk use.
     Info,
+    /// Look inside the engine.
+    #[command(subcommand)]
+    Debug(info::DebugCommand),
     /// Show an image's history.
     History {
         name: String,
@@ -268,6 +271,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         match cli.command {
             Command::Build(args) => return build::run_remote(daemon.addr(), args).await,
             Command::Info => return info::remote(daemon.addr()).await,
+            Command::Debug(cmd) => return info::debug_remote(daemon.addr(), cmd).await,
             ref other => daemon_conflict(&daemon, other)?,
         }
     }
@@ -298,6 +302,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Pull(args) => registry::pull(engine, args).await,
         Command::Export(cmd) => export::run(engine, cmd).await,
         Command::Info => info::local(&engine).await,
+        Command::Debug(cmd) => info::debug_local(&engine, cmd).await,
         Command::Login(_) | Command::Logout { .. } => Ok(()),
     }
 }
