@@ -277,8 +277,25 @@ fn daemon_builds_images_that_run_and_rebuilds_send_only_what_changed() {
     );
     let err = env.fails(&["tag", "daemon/app:1", "daemon/app:copy"]);
     assert!(err.contains("serves") && err.contains("kiln tag"), "{err}");
-    let err = env.fails(&["--addr", &d.addr(), "images"]);
-    assert!(err.contains("does not go through kilnd yet"), "{err}");
+    // Named by --addr, a daemon on this host lends its store to commands that only read.
+    let out = Command::new(&env.bin)
+        .args([
+            "--root",
+            "/nonexistent/kiln-root",
+            "--addr",
+            &d.addr(),
+            "images",
+        ])
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("daemon/app"),
+        "{listed}{}",
+        stderr(&out)
+    );
+    let err = env.fails(&["--addr", &d.addr(), "rmi", "daemon/app:1"]);
+    assert!(err.contains("serves") && err.contains("kiln rmi"), "{err}");
 
     // File outputs come back to the client.
     let oci = env.path("out/app.tar");

@@ -201,10 +201,17 @@ pub fn registry_settings(
 }
 
 /// A command that does not go through kilnd yet, with a daemon in the picture: reading the
-/// store beside the daemon is safe (the stores are shared under a shared lock); writing to it
-/// is refused, since the daemon's in-memory state (single-flight, cache bookkeeping) and its
-/// future GC do not see another process's writes.
-fn daemon_conflict(daemon: &Daemon, cmd: &Command) -> anyhow::Result<()> {
+/// store beside the daemon is safe (the stores are shared under a shared lock), so a command
+/// that only reads runs here, on the daemon's root when `--addr` named the daemon (which must
+/// then run on this host); writing beside it is refused, since the daemon's in-memory state
+/// (single-flight, cache bookkeeping) and its future GC do not see another process's writes.
+/// Returns the root and state to use.
+async fn beside_daemon(
+    daemon: &Daemon,
+    cmd: &Command,
+    root: PathBuf,
+    state: PathBuf,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
     let name = format!("{cmd:?}")
         .split([' ', '(', '{'])
         .next()
@@ -218,15 +225,30 @@ fn daemon_conflict(daemon: &Daemon, cmd: &Command) -> anyhow::Result<()> {
             | Command::Import { .. }
             | Command::Pull(_)
     );
+    let refuse = |pid: u32, addr: &str, root: &str| {
+        anyhow::anyhow!(
+            "kilnd (pid {pid}, {addr}) serves {root}: `kiln {name}` cannot go through it yet and must not write beside it; stop kilnd or use another --root"
+        )
+    };
     match daemon {
-        Daemon::Named(addr) => anyhow::bail!(
-            "`kiln {name}` does not go through kilnd yet; run it without --addr/KILN_HOST ({addr}) on the daemon's host"
-        ),
-        Daemon::ServingRoot { pid, root, addr } if writes => anyhow::bail!(
-            "kilnd (pid {pid}, {addr}) serves {}: `kiln {name}` cannot go through it yet and must not write beside it; stop kilnd or use another --root",
-            root.display()
-        ),
-        _ => Ok(()),
+        Daemon::Named(addr) => {
+            let info = crate::client::info(addr).await?;
+            if writes {
+                return Err(refuse(info.pid, addr, &info.root));
+            }
+            // Only a daemon on this host has its store here.
+            let here = crate::daemon::pidfile::running(std::path::Path::new(&info.root));
+            if !matches!(here, Some(d) if d.pid == info.pid) {
+                anyhow::bail!(
+                    "`kiln {name}` does not go through kilnd yet, and the daemon at {addr} runs on another host"
+                );
+            }
+            Ok((PathBuf::from(info.root), PathBuf::from(info.state)))
+        }
+        Daemon::ServingRoot { pid, root, addr } if writes => {
+            Err(refuse(*pid, addr, &root.display().to_string()))
+        }
+        _ => Ok((root, state)),
     }
 }
 
@@ -267,17 +289,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logout { registry } => return registry::logout(registry.as_deref()),
         _ => {}
     }
+    let (mut root, mut state) = (cli.root.clone(), cli.state.clone());
     if let Some(daemon) = Daemon::find(cli.addr.as_deref(), &cli.root, cli.root_is_default) {
         match cli.command {
             Command::Build(args) => return build::run_remote(daemon.addr(), args).await,
             Command::Info => return info::remote(daemon.addr()).await,
             Command::Debug(cmd) => return info::debug_remote(daemon.addr(), cmd).await,
-            ref other => daemon_conflict(&daemon, other)?,
+            ref other => {
+                (root, state) = beside_daemon(&daemon, other, root, state).await?;
+            }
         }
     }
     let opts = EngineOptions {
-        root: cli.root.clone(),
-        state: cli.state.clone(),
+        root,
+        state,
         runtime: cli.runtime.clone(),
         registry,
         worker: config.worker_backend(
