@@ -11,8 +11,10 @@ set -euo pipefail
 need_root "apt-get and cgroup mounts"
 
 # openssh-client: ssh-agent + ssh-add serve `kiln build --ssh ID=KEYFILE`; git: ADD of git repositories.
+# systemd: systemd-analyze and systemd-socket-activate for the kilnd tests (never run as PID 1).
 PKGS=(runc crun docker-registry skopeo umoci busybox-static curl apache2-utils openssl python3 git
-  ca-certificates iproute2 time containerd protobuf-compiler openssh-client "$@")
+  ca-certificates iproute2 time containerd protobuf-compiler openssh-client
+  systemd "$@")
 
 missing=()
 for p in "${PKGS[@]}"; do

@@ -171,26 +171,19 @@ impl KilnConfig {
     /// Parses and checks config text that came from `path` (which names the file in errors
     /// and anchors relative paths).
     pub fn parse(text: &str, path: &Path) -> Result<KilnConfig, ConfigError> {
-        // serde_path_to_error records where in the document deserialization stopped: toml's
-        // own message points at a line but, for a bad value, does not say which key it is.
-        let mut config: KilnConfig =
-            serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
-                ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    key: toml_path(e.path()),
-                    source: Box::new(e.into_inner()),
-                }
-            })?;
-        let invalid = |key: String, reason: &str| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key,
-            reason: reason.to_string(),
-        };
+        let mut config: KilnConfig = parse_toml(text, path)?;
+        config.check(path)?;
+        Ok(config)
+    }
+
+    /// Checks the values serde cannot, and anchors relative paths at `path`'s directory.
+    pub(crate) fn check(&mut self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |key: String, reason: &str| invalid(path, key, reason);
         let base = path.parent().unwrap_or(Path::new(""));
-        if let Some(dir) = &mut config.certs_dir {
+        if let Some(dir) = &mut self.certs_dir {
             anchor(dir, base).map_err(|reason| invalid("certs_dir".into(), reason))?;
         }
-        for (host, section) in &mut config.registry {
+        for (host, section) in &mut self.registry {
             let key = |field: &str| format!("registry.{}.{field}", toml_key(host));
             if let Err(reason) = check_host_key(host) {
                 return Err(invalid(format!("registry.{}", toml_key(host)), reason));
@@ -206,7 +199,7 @@ impl KilnConfig {
                 anchor(&mut pair.key, base).map_err(|r| invalid(key("keypair.key"), r))?;
             }
         }
-        Ok(config)
+        Ok(())
     }
 
     /// The worker `[worker]` describes, with the command line's `backend` and `address`
@@ -270,6 +263,31 @@ impl KilnConfig {
     }
 }
 
+/// Deserializes config text that came from `path`; errors name the file and the key at fault.
+pub(crate) fn parse_toml<T: serde::de::DeserializeOwned>(
+    text: &str,
+    path: &Path,
+) -> Result<T, ConfigError> {
+    // serde_path_to_error records where in the document deserialization stopped: toml's own
+    // message points at a line but, for a bad value, does not say which key it is.
+    serde_path_to_error::deserialize(toml::Deserializer::new(text)).map_err(|e| {
+        ConfigError::Parse {
+            path: path.to_path_buf(),
+            key: toml_path(e.path()),
+            source: Box::new(e.into_inner()),
+        }
+    })
+}
+
+/// A value of `key` in the config at `path` that kiln cannot use.
+pub(crate) fn invalid(path: &Path, key: String, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        reason: reason.to_string(),
+    }
+}
+
 /// `key: ` for a known key, nothing for the document itself.
 fn key_prefix(key: &str) -> String {
     if key.is_empty() {
@@ -312,7 +330,7 @@ fn toml_key(key: &str) -> String {
 }
 
 /// Makes a relative `path` relative to `base`; an empty path is an error.
-fn anchor(path: &mut PathBuf, base: &Path) -> Result<(), &'static str> {
+pub(crate) fn anchor(path: &mut PathBuf, base: &Path) -> Result<(), &'static str> {
     if path.as_os_str().is_empty() {
         return Err("empty path");
     }

@@ -2,7 +2,9 @@
 //! the engine that ties them together, and the command line.
 
 pub mod cli;
+pub mod client;
 pub mod config;
+pub mod daemon;
 pub mod engine;
 pub mod export;
 pub mod gc;

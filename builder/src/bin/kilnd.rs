@@ -1,4 +1,100 @@
+//! `kilnd`: kiln's build daemon.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use kiln::daemon::config::{Address, KilndConfig, DEFAULT_TOML};
+
+#[derive(Parser, Debug)]
+#[command(name = "kilnd", version, about = "kiln's build daemon")]
+struct Args {
+    /// Config file (default /etc/kiln/kilnd.toml, when it exists).
+    #[arg(long, env = "KILND_CONFIG")]
+    config: Option<PathBuf>,
+    /// Persistent state (overrides `root`).
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Runtime state (overrides `state`).
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Listen here, unix://PATH; repeatable (overrides `[grpc] address`).
+    #[arg(long = "addr")]
+    addresses: Vec<String>,
+    /// Group owning the socket (overrides `[grpc] group`).
+    #[arg(long)]
+    group: Option<String>,
+    /// Serve Prometheus metrics on IP:PORT (overrides `[metrics] address`).
+    #[arg(long = "metrics-addr")]
+    metrics: Option<String>,
+    /// Verbose logs.
+    #[arg(long, short = 'D')]
+    debug: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// The configuration file.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the default configuration, commented.
+    Default,
+}
+
+fn config(args: &Args) -> anyhow::Result<KilndConfig> {
+    let mut cfg = KilndConfig::load(args.config.as_deref())?;
+    if let Some(r) = &args.root {
+        cfg.root = std::path::absolute(r)?;
+    }
+    if let Some(s) = &args.state {
+        cfg.state = std::path::absolute(s)?;
+    }
+    if !args.addresses.is_empty() {
+        cfg.addresses = args
+            .addresses
+            .iter()
+            .map(|a| Address::parse(a).map_err(|e| anyhow::anyhow!("--addr {e}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if let Some(m) = &args.metrics {
+        cfg.metrics = Some(
+            kiln::daemon::config::parse_metrics_addr(m)
+                .map_err(|e| anyhow::anyhow!("--metrics-addr {e}"))?,
+        );
+    }
+    if let Some(g) = &args.group {
+        cfg.group = Some(g.clone());
+    }
+    Ok(cfg)
+}
+
+async fn serve(args: Args) -> anyhow::Result<()> {
+    let cfg = config(&args)?;
+    let registry = kiln::cli::registry_settings(&cfg.kiln, &[]);
+    kiln::daemon::server::run(cfg, registry).await?;
+    Ok(())
+}
+
 fn main() {
-    eprintln!("kilnd: the daemon is not implemented yet; `kiln` runs the engine embedded");
-    std::process::exit(1);
+    let args = Args::parse();
+    if let Some(Command::Config(ConfigCommand::Default)) = args.command {
+        print!("{DEFAULT_TOML}");
+        return;
+    }
+    let filter = if args.debug { "debug" } else { "info" };
+    let code = kiln::cli::run_binary(filter, true, async {
+        match serve(args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("ERROR: {e:#}");
+                1
+            }
+        }
+    });
+    std::process::exit(code);
 }

@@ -9,9 +9,13 @@ use anyhow::{anyhow, bail, Result};
 use clap::Args;
 use kiln_solver::engine::Progress;
 
+use kiln_frontend::lint::CheckWarning;
+
 use super::checks::{check_report, print_build_warnings};
-use super::progress::{render_source_excerpt, Mode, Renderer};
-use crate::engine::{BuildOptions, Engine, OutputSpec, PushSpec};
+use super::progress::{render_source_excerpt, Mode, Renderer, Shown};
+use crate::daemon::proto::BuildResult;
+use crate::engine::build::BuildError;
+use crate::engine::{BuildOptions, Engine, OutputSpec};
 use crate::worker::mounts::{parse_secret, parse_ssh, BuildSession};
 
 #[derive(Args, Debug)]
@@ -64,7 +68,7 @@ pub struct BuildArgs {
 
 /// `--build-arg`s, plus what buildx and buildctl pass from the client's environment
 /// (`SOURCE_DATE_EPOCH`) unless a flag sets it.
-fn build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
+pub(crate) fn build_args(raw: &[String]) -> Result<BTreeMap<String, String>> {
     let mut out = parse_build_args(raw)?;
     let key = kiln_frontend::lower::SOURCE_DATE_EPOCH;
     if !out.contains_key(key) {
@@ -108,10 +112,8 @@ fn session(args: &BuildArgs) -> Result<BuildSession> {
     Ok(session)
 }
 
-pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
-    if !args.context.is_dir() {
-        bail!("build context {:?} is not a directory", args.context);
-    }
+/// `--progress` (and `-q`) as a display mode.
+pub(crate) fn progress_mode(args: &BuildArgs) -> Result<Mode> {
     let mode = match args.progress.as_str() {
         "auto" if std::io::stderr().is_terminal() => Mode::Tty,
         "auto" | "plain" => Mode::Plain,
@@ -119,26 +121,48 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         "quiet" => Mode::Quiet,
         other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
     };
-    let mode = if args.quiet { Mode::Quiet } else { mode };
-    let mut outputs = args
-        .outputs
-        .iter()
-        .map(|o| OutputSpec::parse(o, &args.tags))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| anyhow!(e))?;
-    if args.push {
-        if args.tags.is_empty() && outputs.is_empty() {
-            bail!("--push needs a name to push to: add -t REGISTRY/REPOSITORY:TAG");
-        }
-        if outputs.is_empty() {
-            outputs.push(OutputSpec::image(args.tags.clone()));
-        }
-        for o in &mut outputs {
-            if let OutputSpec::Image { push, .. } = o {
-                push.get_or_insert_with(PushSpec::default);
-            }
-        }
+    Ok(if args.quiet { Mode::Quiet } else { mode })
+}
+
+pub(crate) fn check_context(args: &BuildArgs) -> Result<()> {
+    if !args.context.is_dir() {
+        bail!("build context {:?} is not a directory", args.context);
     }
+    Ok(())
+}
+
+/// Runs `build` (which sends progress into the sender it is given) with the progress display
+/// of `mode`; `None` when the user pressed Ctrl-C (`build` is then dropped, which cancels it).
+pub(crate) async fn with_progress<F: std::future::Future>(
+    mode: Mode,
+    build: impl FnOnce(Progress) -> F,
+) -> (Option<F::Output>, Shown) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (stop_display, stop) = tokio::sync::oneshot::channel();
+    let renderer = tokio::spawn(Renderer::new(mode).run(rx, stop));
+    let result = tokio::select! {
+        r = build(Progress::new(tx)) => Some(r),
+        _ = tokio::signal::ctrl_c() => None,
+    };
+    if result.is_none() {
+        // Work still unwinding (a container being killed) may hold a progress sender for a
+        // moment; the user asked to stop, so the display ends now, showing what was cut short.
+        let _ = stop_display.send(());
+        let wait = std::time::Duration::from_millis(500);
+        if tokio::time::timeout(wait, renderer).await.is_err() {
+            tracing::debug!("progress display did not stop in time");
+        }
+        return (None, Shown::default());
+    }
+    // The build is over, so every sender is gone: the renderer drains what is left and ends.
+    (result, renderer.await.unwrap_or_default())
+}
+
+pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
+    check_context(&args)?;
+    let mode = progress_mode(&args)?;
+    let outputs =
+        OutputSpec::from_cli(&args.outputs, &args.tags, args.push).map_err(|e| anyhow!(e))?;
     let opts = BuildOptions {
         context: args.context.clone(),
         dockerfile: args.file.clone(),
@@ -159,85 +183,179 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         return Err(super::Exit(1).into());
     }
 
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (stop_display, stop) = tokio::sync::oneshot::channel();
-    let renderer = tokio::spawn(Renderer::new(mode).run(rx, stop));
     let started = std::time::Instant::now();
-    let result = tokio::select! {
-        r = engine.build(opts, Progress::new(tx)) => Some(r),
-        _ = tokio::signal::ctrl_c() => None,
-    };
+    let (result, shown) = with_progress(mode, |p| engine.build(opts, p)).await;
     let Some(result) = result else {
-        // Work still unwinding (a container being killed) may hold a progress sender for a
-        // moment; the user asked to stop, so the display ends now, showing what was cut short.
-        let _ = stop_display.send(());
-        let wait = std::time::Duration::from_millis(500);
-        if tokio::time::timeout(wait, renderer).await.is_err() {
-            tracing::debug!("progress display did not stop in time");
-        }
         bail!("build cancelled");
     };
-    // The build is over, so every sender is gone: the renderer drains what is left and ends.
-    let shown = renderer.await.unwrap_or_default();
-    match result {
-        Ok(outcome) => {
-            print_build_warnings(&outcome.warnings);
-            if let Some(img) = &outcome.image {
-                if args.quiet {
-                    println!("{}", img.manifest.digest);
-                } else {
-                    eprintln!(
-                        "writing image {} done ({:.1}s)",
-                        img.manifest.digest,
-                        started.elapsed().as_secs_f64()
-                    );
-                    for n in &outcome.names {
-                        eprintln!("naming to {n} done");
-                    }
-                    for p in &outcome.pushes {
-                        eprintln!(
-                            "pushed {}: digest {} ({} blob(s) uploaded, {} already there, {} mounted)",
-                            p.name, p.digest, p.uploaded, p.existed, p.mounted
-                        );
-                    }
-                    for c in &outcome.containerd {
-                        eprintln!("{}", super::export::report(c));
-                    }
-                }
-            }
-            Ok(())
-        }
-        Err(crate::engine::build::BuildError::Solve(f)) => {
-            let crate::engine::build::SolveFailure {
-                error,
-                dockerfile,
-                filename,
-            } = *f;
-            if let Some(lines) = error.meta.lines {
-                // The tty display already framed the failed step with its output.
-                if !shown.failed_output {
-                    eprintln!("------\n > {}:\n------", error.meta.description);
-                }
-                eprint!("{}", render_source_excerpt(&filename, &dockerfile, lines));
-            }
-            Err(anyhow!("failed to solve: {error}"))
-        }
-        Err(crate::engine::build::BuildError::Frontend(kiln_frontend::FrontendError::Checks {
-            message,
-            warnings,
-        })) => {
-            print_build_warnings(&warnings);
-            Err(anyhow!("failed to solve: {message}"))
+    let (filename, dockerfile) = match &result {
+        Err(BuildError::Solve(f)) => (f.filename.clone(), f.dockerfile.clone()),
+        _ => Default::default(),
+    };
+    let warnings = match &result {
+        Ok(o) => o.warnings.clone(),
+        Err(BuildError::Frontend(kiln_frontend::FrontendError::Checks { warnings, .. })) => {
+            warnings.clone()
         }
         Err(e) => {
             tracing::debug!("build failed: {e:?}");
-            Err(anyhow!(e))
+            Vec::new()
         }
+    };
+    let ending = Ending {
+        result: crate::daemon::convert::build_result(&result),
+        warnings,
+        filename: &filename,
+        dockerfile: &dockerfile,
+    };
+    ending.show(args.quiet, started, shown)
+}
+
+/// How a build ended, as the user is shown it: the same whether it ran here or in kilnd.
+pub(crate) struct Ending<'a> {
+    pub result: BuildResult,
+    pub warnings: Vec<CheckWarning>,
+    /// The Dockerfile, for the failed step's excerpt.
+    pub filename: &'a str,
+    pub dockerfile: &'a str,
+}
+
+impl Ending<'_> {
+    pub fn show(self, quiet: bool, started: std::time::Instant, shown: Shown) -> Result<()> {
+        let r = self.result;
+        if let Some(err) = r.error {
+            if err.checks {
+                print_build_warnings(&self.warnings);
+            } else if err.start_line > 0 {
+                // The tty display already framed the failed step with its output.
+                if !shown.failed_output {
+                    eprintln!("------\n > {}:\n------", err.step);
+                }
+                let lines = (err.start_line as usize, err.end_line as usize);
+                eprint!(
+                    "{}",
+                    render_source_excerpt(self.filename, self.dockerfile, lines)
+                );
+            }
+            return Err(anyhow!(err.message));
+        }
+        print_build_warnings(&self.warnings);
+        if r.image_digest.is_empty() {
+            return Ok(());
+        }
+        if quiet {
+            println!("{}", r.image_digest);
+            return Ok(());
+        }
+        eprintln!(
+            "writing image {} done ({:.1}s)",
+            r.image_digest,
+            started.elapsed().as_secs_f64()
+        );
+        for n in &r.names {
+            eprintln!("naming to {n} done");
+        }
+        for p in &r.pushes {
+            eprintln!(
+                "pushed {}: digest {} ({} blob(s) uploaded, {} already there, {} mounted)",
+                p.name, p.digest, p.uploaded, p.existed, p.mounted
+            );
+        }
+        for c in &r.containerd {
+            eprintln!("{c}");
+        }
+        Ok(())
     }
 }
 
+/// `kiln build` through kilnd: the same flags and the same display; the context is walked
+/// here and only what the daemon lacks is sent.
+pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
+    check_context(&args)?;
+    let mode = progress_mode(&args)?;
+    let outputs =
+        OutputSpec::from_cli(&args.outputs, &args.tags, args.push).map_err(|e| anyhow!(e))?;
+    if let Some(OutputSpec::Local { dest }) = outputs
+        .iter()
+        .find(|o| matches!(o, OutputSpec::Local { .. }))
+    {
+        bail!(
+            "output to the directory {}: builds through kilnd ({addr}) cannot send directories back yet; use type=tar",
+            dest.display()
+        );
+    }
+    // Where the daemon's file outputs land here, by output index.
+    let file_outputs: Vec<Option<PathBuf>> = outputs
+        .iter()
+        .map(|o| o.host_path().map(std::path::Path::to_path_buf))
+        .collect();
+    let build_args = build_args(&args.build_args)?;
+    entitlements(&args.allow)?;
+    let session = session(&args)?;
+    let dockerfile_path = args
+        .file
+        .clone()
+        .unwrap_or_else(|| args.context.join("Dockerfile"));
+    let dockerfile = std::fs::read_to_string(&dockerfile_path)
+        .map_err(|e| anyhow!("reading {}: {e}", dockerfile_path.display()))?;
+    let filename = dockerfile_path
+        .file_name()
+        .map(|f| f.to_string_lossy().to_string())
+        .unwrap_or_else(|| "Dockerfile".into());
+    if args.check {
+        // Checks need no engine: run them here.
+        let opts = BuildOptions {
+            context: args.context.clone(),
+            dockerfile: Some(dockerfile_path),
+            build_args,
+            target: args.target.clone(),
+            ..Default::default()
+        };
+        let warnings = crate::engine::build::check(&opts)?;
+        print!("{}", check_report(&warnings));
+        if warnings.is_empty() {
+            return Ok(());
+        }
+        return Err(super::Exit(1).into());
+    }
+    let start = crate::daemon::proto::BuildStart {
+        context_key: crate::client::build::context_key(&args.context),
+        dockerfile_name: filename.clone(),
+        dockerfile: dockerfile.clone(),
+        dockerignore: None,
+        build_args: build_args.into_iter().collect(),
+        target: args.target.clone(),
+        tags: args.tags.clone(),
+        outputs: args.outputs.clone(),
+        push: args.push,
+        no_cache: args.no_cache,
+        ssh: session.ssh.keys().cloned().collect(),
+        allow: args.allow.clone(),
+    };
+    let started = std::time::Instant::now();
+    let (context, file) = (args.context.clone(), args.file.clone());
+    let (result, shown) = with_progress(mode, |p| {
+        let session = Arc::new(session);
+        crate::client::build::build(addr, start, context, file, file_outputs, session, p)
+    })
+    .await;
+    let Some(result) = result else {
+        bail!("build cancelled");
+    };
+    let result = result?;
+    let warnings =
+        crate::daemon::convert::warnings_from_wire(&result.warnings, &filename, &dockerfile);
+    Ending {
+        result,
+        warnings,
+        filename: &filename,
+        dockerfile: &dockerfile,
+    }
+    .show(args.quiet, started, shown)
+}
+
 /// The `--allow` values.
-fn entitlements(allow: &[String]) -> Result<kiln_frontend::Entitlements> {
+pub(crate) fn entitlements(allow: &[String]) -> Result<kiln_frontend::Entitlements> {
     let mut e = kiln_frontend::Entitlements::default();
     for a in allow {
         e.allow(a).map_err(|m| anyhow!("--allow: {m}"))?;

@@ -2,8 +2,9 @@
 
 mod build;
 mod checks;
-mod export;
+pub(crate) mod export;
 mod images;
+mod info;
 mod progress;
 mod prune;
 mod registry;
@@ -16,6 +17,7 @@ use clap::{Parser, Subcommand};
 
 use kiln_registry::{CredentialProvider, DockerConfigCredentials, RegistryClient, RegistryConfig};
 
+use crate::client::Daemon;
 use crate::engine::{Engine, EngineOptions};
 
 #[derive(Parser, Debug)]
@@ -57,9 +59,16 @@ pub struct Cli {
         env = "KILN_CONTAINERD_ADDRESS"
     )]
     pub containerd_address: Option<String>,
+    /// kilnd to use, unix://PATH (default: the daemon serving --root, or
+    /// /run/kiln/kilnd.sock when it exists and --root is not given; else no daemon).
+    #[arg(long = "addr", global = true, env = "KILN_HOST")]
+    pub addr: Option<String>,
     /// Verbose logs.
     #[arg(long, short = 'D', global = true)]
     pub debug: bool,
+    /// `--root` was left at its default (so the default daemon socket may be used).
+    #[arg(skip)]
+    pub root_is_default: bool,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -110,6 +119,11 @@ pub enum Command {
     Prune(prune::PruneArgs),
     /// Show the build cache's disk usage.
     Du(prune::DuArgs),
+    /// Show the engine (or daemon): version, state, worker, runtime, disk use.
+    Info,
+    /// Look inside the engine.
+    #[command(subcommand)]
+    Debug(info::DebugCommand),
     /// Show an image's history.
     History {
         name: String,
@@ -120,16 +134,34 @@ pub enum Command {
 }
 
 pub fn main() {
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    cli.root_is_default =
+        matches.value_source("root") == Some(clap::parser::ValueSource::DefaultValue);
     let filter = if cli.debug { "debug" } else { "warn" };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .without_time()
-        .init();
+    std::process::exit(run_binary(filter, false, run(cli)));
+}
+
+/// What kiln's binaries share: logs on stderr (`KILN_LOG` overrides `filter`), and a
+/// multi-threaded runtime that runs `main` to its exit status.
+pub fn run_binary(
+    filter: &str,
+    timestamps: bool,
+    main: impl std::future::Future<Output = i32>,
+) -> i32 {
+    let env =
+        tracing_subscriber::EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| filter.into());
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(env)
+        .with_writer(std::io::stderr);
+    if timestamps {
+        logs.init();
+    } else {
+        logs.without_time().init();
+    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -137,12 +169,12 @@ pub fn main() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ERROR: starting the runtime: {e}");
-            std::process::exit(1);
+            return 1;
         }
     };
-    let code = rt.block_on(run(cli));
+    let code = rt.block_on(main);
     rt.shutdown_timeout(std::time::Duration::from_secs(5));
-    std::process::exit(code);
+    code
 }
 
 /// How kiln reaches registries: kiln's config file and flags, and docker's config.json.
@@ -150,6 +182,15 @@ fn registry_config(
     cli: &Cli,
     config: &crate::config::KilnConfig,
 ) -> anyhow::Result<RegistryConfig> {
+    Ok(registry_settings(config, &cli.insecure_registries))
+}
+
+/// Registries as `config` and `insecure` (plain-HTTP hosts) describe them, with the
+/// credentials saved in docker's config.json (the daemon uses its own user's).
+pub fn registry_settings(
+    config: &crate::config::KilnConfig,
+    insecure: &[String],
+) -> RegistryConfig {
     let credentials: Option<Arc<dyn CredentialProvider>> =
         match DockerConfigCredentials::load_default() {
             Ok(c) => Some(Arc::new(c)),
@@ -158,11 +199,65 @@ fn registry_config(
                 None
             }
         };
-    Ok(RegistryConfig {
-        hosts: config.hosts_config(&cli.insecure_registries),
+    RegistryConfig {
+        hosts: config.hosts_config(insecure),
         credentials,
         ..Default::default()
-    })
+    }
+}
+
+/// A command that does not go through kilnd yet, with a daemon in the picture: reading the
+/// store beside the daemon is safe (the stores are shared under a shared lock), so a command
+/// that only reads runs here, on the daemon's root when `--addr` named the daemon (which must
+/// then run on this host); writing beside it is refused, since the daemon's in-memory state
+/// (single-flight, cache bookkeeping) and its future GC do not see another process's writes.
+/// Returns the root and state to use.
+async fn beside_daemon(
+    daemon: &Daemon,
+    cmd: &Command,
+    root: PathBuf,
+    state: PathBuf,
+) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let name = format!("{cmd:?}")
+        .split([' ', '(', '{'])
+        .next()
+        .unwrap_or_default()
+        .to_lowercase();
+    let writes = matches!(
+        cmd,
+        Command::Tag { .. }
+            | Command::Rmi { .. }
+            | Command::Load { .. }
+            | Command::Import { .. }
+            | Command::Pull(_)
+            // Takes the exclusive root lock, which would wait for kilnd forever.
+            | Command::Prune(_)
+    );
+    let refuse = |pid: u32, addr: &str, root: &str| {
+        anyhow::anyhow!(
+            "kilnd (pid {pid}, {addr}) serves {root}: `kiln {name}` cannot go through it yet and must not write beside it; stop kilnd or use another --root"
+        )
+    };
+    match daemon {
+        Daemon::Named(addr) => {
+            let info = crate::client::info(addr).await?;
+            if writes {
+                return Err(refuse(info.pid, addr, &info.root));
+            }
+            // Only a daemon on this host has its store here.
+            let here = crate::daemon::pidfile::running(std::path::Path::new(&info.root));
+            if !matches!(here, Some(d) if d.pid == info.pid) {
+                anyhow::bail!(
+                    "`kiln {name}` does not go through kilnd yet, and the daemon at {addr} runs on another host"
+                );
+            }
+            Ok((PathBuf::from(info.root), PathBuf::from(info.state)))
+        }
+        Daemon::ServingRoot { pid, root, addr } if writes => {
+            Err(refuse(*pid, addr, &root.display().to_string()))
+        }
+        _ => Ok((root, state)),
+    }
 }
 
 /// Ends the command with this exit status, having said everything already (no `ERROR:`).
@@ -202,9 +297,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logout { registry } => return registry::logout(registry.as_deref()),
         _ => {}
     }
+    let (mut root, mut state) = (cli.root.clone(), cli.state.clone());
+    if let Some(daemon) = Daemon::find(cli.addr.as_deref(), &cli.root, cli.root_is_default) {
+        match cli.command {
+            Command::Build(args) => return build::run_remote(daemon.addr(), args).await,
+            Command::Info => return info::remote(daemon.addr()).await,
+            Command::Debug(cmd) => return info::debug_remote(daemon.addr(), cmd).await,
+            ref other => {
+                (root, state) = beside_daemon(&daemon, other, root, state).await?;
+            }
+        }
+    }
     let opts = EngineOptions {
-        root: cli.root.clone(),
-        state: cli.state.clone(),
+        root,
+        state,
         runtime: cli.runtime.clone(),
         registry,
         worker: config.worker_backend(
@@ -236,6 +342,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Export(cmd) => export::run(engine, cmd).await,
         Command::Prune(args) => prune::prune(engine, args).await,
         Command::Du(args) => prune::du(engine, args).await,
+        Command::Info => info::local(&engine).await,
+        Command::Debug(cmd) => info::debug_local(&engine, cmd).await,
         Command::Login(_) | Command::Logout { .. } => Ok(()),
     }
 }

@@ -200,39 +200,34 @@ impl Engine {
         let resolver = EngineResolver(self.clone());
         let plan = kiln_frontend::lower(&req, &resolver).await?;
 
-        self.worker()
-            .contexts
-            .lock()
-            .map_err(export_err)?
-            .insert("context".into(), opts.context.clone());
-        *self.worker().session.lock().map_err(export_err)? = opts.session.clone();
-        // Agents started for this build stop with it, whatever way the solve ends.
-        struct EndSession<'a>(&'a Engine);
-        impl Drop for EndSession<'_> {
+        // The context and session are this build's own, whatever else runs at the same time.
+        let scope = crate::worker::scope::BuildScope {
+            locals: HashMap::from([("context".to_string(), opts.context.clone())]),
+            session: opts.session.clone(),
+        };
+        // Downloads made only to compute cache keys that hit are dropped when the build ends
+        // (another build running meanwhile that needs one of them downloads it again).
+        struct DiscardDownloads<'a>(&'a Engine);
+        impl Drop for DiscardDownloads<'_> {
             fn drop(&mut self) {
-                if let Ok(mut s) = self.0.worker().session.lock() {
-                    *s = Arc::default();
-                }
-                // Downloads made only to compute cache keys that hit are dropped with it.
                 self.0.worker().http.discard_pending();
                 self.0.worker().git.discard_pending();
             }
         }
-        let end_session = EndSession(self);
+        let _discard = DiscardDownloads(self);
         let root = match &plan.root {
             None => WorkRef::Scratch,
             Some(input) => {
                 let def = Arc::new(plan.definition.clone());
-                let (r, _) = self
-                    .solver
-                    .solve(
-                        def,
-                        input,
-                        SolveOptions {
-                            no_cache: opts.no_cache,
-                        },
-                        progress.clone(),
-                    )
+                let solve = self.solver.solve(
+                    def,
+                    input,
+                    SolveOptions {
+                        no_cache: opts.no_cache,
+                    },
+                    progress.clone(),
+                );
+                let (r, _) = crate::worker::scope::scoped(scope, solve)
                     .await
                     .map_err(|error| {
                         BuildError::Solve(Box::new(SolveFailure {
@@ -244,7 +239,6 @@ impl Engine {
                 r
             }
         };
-        drop(end_session);
 
         let mut names = Vec::new();
         for t in &opts.tags {

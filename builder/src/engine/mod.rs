@@ -203,11 +203,9 @@ impl Engine {
             registry: registry.clone(),
             checksums,
             records: cache.clone(),
-            contexts: Default::default(),
             cache_mounts: Arc::new(CacheMounts::new(opts.root.join("cache-mounts"))),
             secrets_dir,
             agents_dir: opts.state.join("ssh-agents"),
-            session: Default::default(),
             http: crate::worker::http_source::HttpSource::new().map_err(store_err)?,
             git: crate::worker::git_source::GitSource::new(opts.root.join("git")),
         });

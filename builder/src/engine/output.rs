@@ -1,7 +1,7 @@
 //! Where a build's result goes: buildx's `--output` forms, parsed.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::PushSpec;
 use crate::export::containerd::ContainerdTarget;
@@ -65,6 +65,60 @@ impl OutputSpec {
                 rewrite_timestamp, ..
             } => *rewrite_timestamp,
             _ => false,
+        }
+    }
+
+    /// The outputs `kiln build` asks for: its `--output` values, with `--push` (which pushes
+    /// the `-t` names when no output says otherwise).
+    pub fn from_cli(
+        outputs: &[String],
+        tags: &[String],
+        push: bool,
+    ) -> Result<Vec<OutputSpec>, String> {
+        let mut out = outputs
+            .iter()
+            .map(|o| OutputSpec::parse(o, tags))
+            .collect::<Result<Vec<_>, _>>()?;
+        if push {
+            if tags.is_empty() && out.is_empty() {
+                return Err(
+                    "--push needs a name to push to: add -t REGISTRY/REPOSITORY:TAG".into(),
+                );
+            }
+            if out.is_empty() {
+                out.push(OutputSpec::image(tags.to_vec()));
+            }
+            for o in &mut out {
+                if let OutputSpec::Image { push, .. } = o {
+                    push.get_or_insert_with(PushSpec::default);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Where the output goes on the building host's filesystem, for outputs that are files
+    /// or directories.
+    pub fn host_path(&self) -> Option<&Path> {
+        match self {
+            OutputSpec::Oci { dest, .. }
+            | OutputSpec::Docker { dest, .. }
+            | OutputSpec::Local { dest }
+            | OutputSpec::Tar { dest } => Some(dest),
+            OutputSpec::Image { .. } | OutputSpec::Containerd { .. } => None,
+        }
+    }
+
+    /// For outputs that are one file, that file's path, to redirect (the daemon writes it
+    /// aside and sends it to the client).
+    pub fn file_dest_mut(&mut self) -> Option<&mut PathBuf> {
+        match self {
+            OutputSpec::Oci { dest, .. }
+            | OutputSpec::Docker { dest, .. }
+            | OutputSpec::Tar { dest } => Some(dest),
+            OutputSpec::Local { .. } | OutputSpec::Image { .. } | OutputSpec::Containerd { .. } => {
+                None
+            }
         }
     }
 

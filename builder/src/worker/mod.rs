@@ -12,6 +12,7 @@ pub mod mounts;
 pub mod ops;
 pub mod prefetch;
 mod run_mounts;
+pub mod scope;
 pub mod snapshot;
 
 /// A mutex's contents even after a panic elsewhere poisoned it (the maps guarded this way

@@ -1,9 +1,8 @@
 //! `KilnWorker`: the solver's worker on the embedded backend — overlay snapshots, runc, the
 //! content store. One method per op kind; results are committed snapshots.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use kiln_solver::engine::{CacheMap, VertexCtx, Worker, WorkerError};
@@ -14,7 +13,7 @@ use super::exec::{ExecSpec, Executor, ExitOutcome, RuncExecutor};
 use super::fileop::SourceTree;
 use super::git_source::{GitSource, GitSpec};
 use super::http_source::{HttpSource, HttpSpec};
-use super::mounts::{BuildSession, CacheMounts};
+use super::mounts::CacheMounts;
 use super::snapshot::{Active, MountGuard, SnapshotId, Snapshotter};
 use crate::store::content::ContentStore;
 
@@ -78,16 +77,12 @@ pub struct KilnWorker {
     /// Small persistent records beside the cache (e.g. which snapshot an exported image's
     /// root filesystem is).
     pub records: Arc<dyn kiln_solver::cache::CacheStore>,
-    /// Local directories of the current builds, by name (`context`).
-    pub contexts: Mutex<HashMap<String, PathBuf>>,
     /// Persistent `RUN --mount=type=cache` directories.
     pub cache_mounts: Arc<CacheMounts>,
     /// Where each run's private secret tmpfs is mounted (runtime state).
     pub secrets_dir: PathBuf,
     /// Where agents started for `--ssh ID=KEY` put their sockets (runtime state).
     pub agents_dir: PathBuf,
-    /// Secrets and SSH agents of the current build (like `contexts`, one build at a time).
-    pub session: Mutex<Arc<BuildSession>>,
     /// `ADD <url>` downloads.
     pub http: HttpSource,
     /// `ADD <git repository>` checkouts.
@@ -394,10 +389,9 @@ impl Worker for KilnWorker {
                 exclude_patterns,
                 ..
             }) => {
-                let root = self
-                    .contexts
-                    .lock()
-                    .map_err(other)?
+                // The directory the build being solved lent under this name.
+                let root = super::scope::current()
+                    .locals
                     .get(name)
                     .cloned()
                     .ok_or_else(|| Box::new(OpError::NoLocal(name.clone())) as WorkerError)?;

@@ -2,7 +2,6 @@
 //! the content keys of the build-context trees they read.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use kiln_solver::engine::WorkerError;
 use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, MountKind};
@@ -10,9 +9,7 @@ use kiln_solver::llb::{CopyAction, Digest, ExecOp, FileAction, MountKind};
 use super::exec::rootfs::Root;
 use super::exec::ExtraMount;
 use super::fileop::SourceTree;
-use super::mounts::{
-    forward, BuildSession, CacheLease, CacheOwner, Forward, MountError, SecretDir, SshSource,
-};
+use super::mounts::{forward, CacheLease, CacheOwner, Forward, MountError, SecretDir};
 use super::ops::{KilnWorker, Prepared, WorkRef};
 use super::snapshot::MountGuard;
 
@@ -77,21 +74,13 @@ fn seed(from: Option<&(PathBuf, String)>, dir: &Path) -> Result<(), MountError> 
 }
 
 impl KilnWorker {
-    /// The session of the build being solved.
-    pub(crate) fn session(&self) -> Arc<BuildSession> {
-        match self.session.lock() {
-            Ok(s) => s.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
-    }
-
     /// Prepares every mount after the root one.
     pub(crate) async fn run_mounts(
         &self,
         e: &ExecOp,
         inputs: &[WorkRef],
     ) -> Result<RunMounts, WorkerError> {
-        let session = self.session();
+        let session = super::scope::current().session.clone();
         let mut rm = RunMounts::default();
         for m in e.mounts.iter().skip(1) {
             let src = match m.input {
@@ -148,7 +137,7 @@ impl KilnWorker {
                     rm.leases.push(lease);
                 }
                 MountKind::Secret(s) => {
-                    let Some(data) = session.secret(&s.id).map_err(MountError::from)? else {
+                    let Some(data) = session.secret(&s.id).await.map_err(MountError::from)? else {
                         if s.optional {
                             continue;
                         }
@@ -163,7 +152,11 @@ impl KilnWorker {
                     });
                 }
                 MountKind::Ssh(s) => {
-                    let Some(agent) = self.agent_socket(&session, &s.id).await? else {
+                    let Some(agent) = session
+                        .agent_socket(&s.id, &self.agents_dir)
+                        .await
+                        .map_err(boxed)?
+                    else {
                         if s.optional {
                             continue;
                         }
@@ -182,7 +175,7 @@ impl KilnWorker {
             }
         }
         for se in &e.secret_env {
-            match session.secret(&se.id).map_err(MountError::from)? {
+            match session.secret(&se.id).await.map_err(MountError::from)? {
                 Some(v) => rm
                     .env
                     .push(format!("{}={}", se.name, String::from_utf8_lossy(&v))),
@@ -191,30 +184,6 @@ impl KilnWorker {
             }
         }
         Ok(rm)
-    }
-
-    /// The agent socket for ssh id `id`, starting an agent for key files on first use.
-    pub(crate) async fn agent_socket(
-        &self,
-        session: &BuildSession,
-        id: &str,
-    ) -> Result<Option<PathBuf>, WorkerError> {
-        match session.ssh.get(id) {
-            None => Ok(None),
-            Some(SshSource::Socket(p)) => Ok(Some(p.clone())),
-            Some(SshSource::Keys(keys)) => {
-                let mut agents = session.agents.lock().await;
-                if let Some(a) = agents.get(id) {
-                    return Ok(Some(a.socket().to_owned()));
-                }
-                let agent = super::mounts::agent::KeyAgent::start(&self.agents_dir, keys)
-                    .await
-                    .map_err(boxed)?;
-                let sock = agent.socket().to_owned();
-                agents.insert(id.to_string(), agent);
-                Ok(Some(sock))
-            }
-        }
     }
 
     /// A host directory showing `r`: read-only trees are mounted (or, for a context without

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod containerd;
+pub mod kilnd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

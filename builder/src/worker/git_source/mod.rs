@@ -201,11 +201,11 @@ impl GitSource {
     /// git with the build's credentials for this remote: `GIT_AUTH_TOKEN` / `GIT_AUTH_HEADER`
     /// secrets (optionally `.<host>`-suffixed) for http(s), the `default` SSH agent for ssh.
     async fn git_for(&self, w: &KilnWorker, spec: GitSpec<'_>) -> Result<Git, WorkerError> {
-        let session = crate::worker::lock(&w.session).clone();
+        let session = crate::worker::scope::current().session.clone();
         let mut env = Vec::new();
         let remote = spec.remote;
         if remote.starts_with("http://") || remote.starts_with("https://") {
-            if let Some(header) = resolve::auth_header(&session, remote)? {
+            if let Some(header) = resolve::auth_header(&session, remote).await? {
                 env.extend([
                     ("GIT_CONFIG_COUNT".to_string(), "1".to_string()),
                     (
@@ -216,7 +216,11 @@ impl GitSource {
                 ]);
             }
         } else if is_ssh(remote) {
-            if let Some(sock) = w.agent_socket(&session, "default").await? {
+            let sock = session
+                .agent_socket("default", &w.agents_dir)
+                .await
+                .map_err(|e| -> WorkerError { Box::new(e) })?;
+            if let Some(sock) = sock {
                 env.push(("SSH_AUTH_SOCK".into(), sock.display().to_string()));
             }
         }

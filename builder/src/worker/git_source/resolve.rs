@@ -143,7 +143,7 @@ async fn default_branch(git: &Git, remote: &str) -> Result<String, WorkerError> 
 /// The `Authorization` header for an http(s) remote from the build's secrets, in BuildKit's
 /// order: `GIT_AUTH_HEADER.<host>`, `GIT_AUTH_TOKEN.<host>`, `GIT_AUTH_HEADER`,
 /// `GIT_AUTH_TOKEN`. A token is sent as GitHub expects it (`x-access-token` basic auth).
-pub(crate) fn auth_header(
+pub(crate) async fn auth_header(
     session: &BuildSession,
     remote: &str,
 ) -> Result<Option<String>, WorkerError> {
@@ -159,7 +159,7 @@ pub(crate) fn auth_header(
         ("GIT_AUTH_TOKEN".to_string(), true),
     ];
     for (name, token) in names {
-        let Some(v) = session.secret(&name)? else {
+        let Some(v) = session.secret(&name).await? else {
             continue;
         };
         let v = String::from_utf8_lossy(&v).trim().to_string();
@@ -266,18 +266,18 @@ mod tests {
         );
     }
 
-    #[test]
-    fn auth_from_secrets() {
+    #[tokio::test]
+    async fn auth_from_secrets() {
         use crate::worker::mounts::SecretSource;
         let mut s = BuildSession::default();
-        assert_eq!(auth_header(&s, "https://h/r.git").unwrap(), None);
+        assert_eq!(auth_header(&s, "https://h/r.git").await.unwrap(), None);
         s.secrets.insert(
             "GIT_AUTH_TOKEN".into(),
             SecretSource::Value(b"tok\n".to_vec()),
         );
         let basic = base64::engine::general_purpose::STANDARD.encode("x-access-token:tok");
         assert_eq!(
-            auth_header(&s, "https://u@h:8/r.git").unwrap(),
+            auth_header(&s, "https://u@h:8/r.git").await.unwrap(),
             Some(format!("Authorization: basic {basic}"))
         );
         s.secrets.insert(
@@ -285,7 +285,7 @@ mod tests {
             SecretSource::Value(b"bearer x".to_vec()),
         );
         assert_eq!(
-            auth_header(&s, "https://u@h:8/r.git").unwrap(),
+            auth_header(&s, "https://u@h:8/r.git").await.unwrap(),
             Some("Authorization: bearer x".into())
         );
         assert_eq!(

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 pub use cache::{CacheLease, CacheMounts, CacheOwner};
 pub use forward::{forward, Forward};
 pub use secretdir::SecretDir;
-pub use session::{parse_secret, parse_ssh, BuildSession, SecretSource, SessionError, SshSource};
+pub use session::{
+    parse_secret, parse_ssh, BuildSession, RemoteSession, SecretSource, SessionError, SshSource,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MountError {

@@ -14,6 +14,8 @@ pub enum SessionError {
     Secret { spec: String, reason: String },
     #[error("invalid --ssh {spec:?}: {reason}")]
     Ssh { spec: String, reason: String },
+    #[error("secret {id}: {reason}")]
+    Remote { id: String, reason: String },
     #[error("reading secret {id} from {path}: {source}")]
     ReadSecret {
         id: String,
@@ -51,17 +53,67 @@ pub enum SshSource {
     Keys(Vec<PathBuf>),
 }
 
-#[derive(Debug, Default)]
+/// Where secrets come from when the build runs away from its client (in kilnd): asked for
+/// when a step needs one, never sent ahead.
+#[async_trait::async_trait]
+pub trait RemoteSession: Send + Sync {
+    async fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, SessionError>;
+}
+
+#[derive(Default)]
 pub struct BuildSession {
     pub secrets: HashMap<String, SecretSource>,
     pub ssh: HashMap<String, SshSource>,
+    /// Asked for secrets not in `secrets`.
+    pub remote: Option<std::sync::Arc<dyn RemoteSession>>,
     /// Agents started for `Keys` sources, by ssh id; stopped when the session is dropped.
     pub(crate) agents: tokio::sync::Mutex<HashMap<String, KeyAgent>>,
 }
 
+impl std::fmt::Debug for BuildSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BuildSession")
+            .field("secrets", &self.secrets)
+            .field("ssh", &self.ssh)
+            .field("remote", &self.remote.is_some())
+            .finish()
+    }
+}
+
 impl BuildSession {
     /// The bytes of secret `id`, `None` when the client did not provide it.
-    pub fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, SessionError> {
+    pub async fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, SessionError> {
+        match &self.remote {
+            Some(r) if !self.secrets.contains_key(id) => r.secret(id).await,
+            _ => self.local_secret(id),
+        }
+    }
+
+    /// The agent socket for ssh id `id`, starting an agent (its socket under `agents_dir`)
+    /// for key files on first use; `None` when the client did not forward `id`.
+    pub async fn agent_socket(
+        &self,
+        id: &str,
+        agents_dir: &std::path::Path,
+    ) -> Result<Option<PathBuf>, super::MountError> {
+        match self.ssh.get(id) {
+            None => Ok(None),
+            Some(SshSource::Socket(p)) => Ok(Some(p.clone())),
+            Some(SshSource::Keys(keys)) => {
+                let mut agents = self.agents.lock().await;
+                if let Some(a) = agents.get(id) {
+                    return Ok(Some(a.socket().to_owned()));
+                }
+                let agent = KeyAgent::start(agents_dir, keys).await?;
+                let sock = agent.socket().to_owned();
+                agents.insert(id.to_string(), agent);
+                Ok(Some(sock))
+            }
+        }
+    }
+
+    /// Secret `id` from the sources given on this machine (`--secret`).
+    pub fn local_secret(&self, id: &str) -> Result<Option<Vec<u8>>, SessionError> {
         match self.secrets.get(id) {
             None => Ok(None),
             Some(SecretSource::Value(v)) => Ok(Some(v.clone())),
