@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use kiln::daemon::config::{Address, KilndConfig, DEFAULT_TOML};
+use kiln::daemon::config::{Address, KilndConfig, TlsFiles, DEFAULT_TOML};
 
 #[derive(Parser, Debug)]
 #[command(name = "kilnd", version, about = "kiln's build daemon")]
@@ -17,9 +17,22 @@ struct Args {
     /// Runtime state (overrides `state`).
     #[arg(long)]
     state: Option<PathBuf>,
-    /// Listen here, unix://PATH; repeatable (overrides `[grpc] address`).
+    /// Listen here, unix://PATH or tcp://HOST:PORT (mutual TLS); repeatable (overrides
+    /// `[grpc] address`).
     #[arg(long = "addr")]
     addresses: Vec<String>,
+    /// kilnd's TLS certificate for tcp:// addresses (overrides `[grpc.tls] cert`).
+    #[arg(long = "tlscert")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (overrides `[grpc.tls] key`).
+    #[arg(long = "tlskey")]
+    tls_key: Option<PathBuf>,
+    /// The CA that client certificates must be signed by (overrides `[grpc.tls] ca`).
+    #[arg(long = "tlscacert")]
+    tls_ca: Option<PathBuf>,
+    /// Serve tcp:// addresses without TLS: anyone who reaches the port is root here.
+    #[arg(long = "insecure-tcp")]
+    insecure_tcp: bool,
     /// Group owning the socket (overrides `[grpc] group`).
     #[arg(long)]
     group: Option<String>,
@@ -70,7 +83,35 @@ fn config(args: &Args) -> anyhow::Result<KilndConfig> {
     if let Some(g) = &args.group {
         cfg.group = Some(g.clone());
     }
+    cfg.tls = tls_files(args, cfg.tls.take())?;
+    cfg.insecure_tcp |= args.insecure_tcp;
     Ok(cfg)
+}
+
+/// The `[grpc.tls]` files with the flags' on top; all three or none.
+fn tls_files(args: &Args, from_config: Option<TlsFiles>) -> anyhow::Result<Option<TlsFiles>> {
+    let abs = |p: &Option<PathBuf>| p.as_ref().map(std::path::absolute).transpose();
+    let (cert, key, ca) = (
+        abs(&args.tls_cert)?,
+        abs(&args.tls_key)?,
+        abs(&args.tls_ca)?,
+    );
+    if cert.is_none() && key.is_none() && ca.is_none() {
+        return Ok(from_config);
+    }
+    let c = from_config.as_ref();
+    let pick = |flag: Option<PathBuf>, conf: Option<&PathBuf>, name: &str| {
+        flag.or_else(|| conf.cloned()).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--{name} is needed too: mutual TLS takes --tlscert, --tlskey and --tlscacert"
+            )
+        })
+    };
+    Ok(Some(TlsFiles {
+        cert: pick(cert, c.map(|t| &t.cert), "tlscert")?,
+        key: pick(key, c.map(|t| &t.key), "tlskey")?,
+        ca: pick(ca, c.map(|t| &t.ca), "tlscacert")?,
+    }))
 }
 
 async fn serve(args: Args) -> anyhow::Result<()> {

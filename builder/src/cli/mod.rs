@@ -59,10 +59,12 @@ pub struct Cli {
         env = "KILN_CONTAINERD_ADDRESS"
     )]
     pub containerd_address: Option<String>,
-    /// kilnd to use, unix://PATH (default: the daemon serving --root, or
+    /// kilnd to use, unix://PATH or tcp://HOST:PORT (default: the daemon serving --root, or
     /// /run/kiln/kilnd.sock when it exists and --root is not given; else no daemon).
     #[arg(long = "addr", global = true, env = "KILN_HOST")]
     pub addr: Option<String>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Verbose logs.
     #[arg(long, short = 'D', global = true)]
     pub debug: bool,
@@ -71,6 +73,41 @@ pub struct Cli {
     pub root_is_default: bool,
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// TLS to a `tcp://` kilnd (as buildctl's flags).
+#[derive(clap::Args, Debug, Default)]
+pub struct TlsArgs {
+    /// CA certificate kilnd's certificate is checked against.
+    #[arg(long = "tlscacert", global = true, env = "KILN_TLS_CACERT")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate presented to kilnd.
+    #[arg(long = "tlscert", global = true, env = "KILN_TLS_CERT")]
+    pub cert: Option<PathBuf>,
+    /// The client certificate's key.
+    #[arg(long = "tlskey", global = true, env = "KILN_TLS_KEY")]
+    pub key: Option<PathBuf>,
+    /// Directory holding ca.pem, cert.pem and key.pem (for what the flags above leave unset).
+    #[arg(long = "tlsdir", global = true, env = "KILN_TLS_DIR")]
+    pub dir: Option<PathBuf>,
+    /// Name kilnd's certificate must carry (default: the address's host).
+    #[arg(long = "tlsservername", global = true, env = "KILN_TLS_SERVER_NAME")]
+    pub server_name: Option<String>,
+}
+
+impl TlsArgs {
+    fn settings(&self) -> crate::client::tls::ClientTls {
+        let t = crate::client::tls::ClientTls {
+            ca: self.ca.clone(),
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            server_name: self.server_name.clone(),
+        };
+        match &self.dir {
+            Some(d) => t.with_dir(d),
+            None => t,
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -283,6 +320,7 @@ async fn run(cli: Cli) -> i32 {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<()> {
+    crate::client::tls::configure(cli.tls.settings());
     let config = crate::config::KilnConfig::load(cli.config.as_deref())?;
     let registry = registry_config(&cli, &config)?;
     // Credentials need no state directory: no engine for these.

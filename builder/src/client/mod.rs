@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod context;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 
@@ -23,7 +24,10 @@ pub enum ClientError {
         source: tonic::transport::Error,
     },
     #[error("kilnd: {}", .0.message())]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
+    /// TLS settings that cannot work, or kilnd refusing this client's TLS.
+    #[error("{0}")]
+    Tls(String),
     #[error(transparent)]
     Context(#[from] crate::worker::context::ContextError),
     #[error("{0}")]
@@ -34,6 +38,13 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl From<tonic::Status> for ClientError {
+    fn from(s: tonic::Status) -> Self {
+        // A refused TLS connection surfaces at the first call, buried in the status.
+        tls::refused(&s).unwrap_or(ClientError::Status(s))
+    }
 }
 
 /// Where the CLI finds a daemon, and why it uses it.
@@ -65,7 +76,9 @@ impl Daemon {
             return Some(Daemon::Named(a.to_string()));
         }
         if let Some(d) = pidfile::running(root) {
-            if let Some(addr) = d.addresses.first() {
+            // On this host, a unix socket needs no TLS settings.
+            let unix = d.addresses.iter().find(|a| a.starts_with("unix://"));
+            if let Some(addr) = unix.or(d.addresses.first()) {
                 return Some(Daemon::ServingRoot {
                     addr: addr.clone(),
                     pid: d.pid,
@@ -81,14 +94,17 @@ impl Daemon {
 }
 
 pub async fn connect(addr: &str) -> Result<Client, ClientError> {
-    let Address::Unix(path) = Address::parse(addr).map_err(ClientError::Address)?;
-    let channel =
-        containerd_client::connect(&path)
-            .await
-            .map_err(|source| ClientError::Connect {
-                addr: addr.to_string(),
-                source,
-            })?;
+    let channel = match Address::parse(addr).map_err(ClientError::Address)? {
+        Address::Unix(path) => {
+            containerd_client::connect(&path)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    addr: addr.to_string(),
+                    source,
+                })?
+        }
+        Address::Tcp(host_port) => tls::connect(&host_port).await?,
+    };
     Ok(ControlClient::new(channel)
         .max_decoding_message_size(64 << 20)
         .max_encoding_message_size(64 << 20))

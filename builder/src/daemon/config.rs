@@ -30,12 +30,22 @@ runtime = "runc"
 # oom_score_adj = -500
 
 [grpc]
-# Where clients reach kilnd: unix://PATH (created mode 0660). tcp:// needs mutual TLS, which
-# is not available yet. Under systemd socket activation the sockets systemd passes are used.
+# Where clients reach kilnd: unix://PATH (created mode 0660), or tcp://HOST:PORT, which needs
+# [grpc.tls] below. Under systemd socket activation the sockets systemd passes are used.
 address = ["unix:///run/kiln/kilnd.sock"]
 # The group that owns the socket: its members may build (as good as root on this host).
 # Unset: root's group.
 # group = "kiln"
+# Serve tcp:// addresses without TLS. Anyone who reaches the port can then run anything as
+# root here: only for a network nobody else is on.
+# insecure_tcp = false
+
+# Mutual TLS for tcp:// addresses (PEM files; --tlscert, --tlskey, --tlscacert). Clients must
+# present a certificate signed by `ca`.
+# [grpc.tls]
+# cert = "/etc/kiln/certs/server.pem"
+# key = "/etc/kiln/certs/server-key.pem"
+# ca = "/etc/kiln/certs/ca.pem"
 
 [metrics]
 # Prometheus metrics (GET /metrics) on this TCP address; unset: none.
@@ -82,6 +92,17 @@ struct KilndFile {
 struct GrpcSection {
     address: Option<Vec<String>>,
     group: Option<String>,
+    #[serde(default)]
+    insecure_tcp: bool,
+    tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TlsSection {
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,19 +115,30 @@ struct MetricsSection {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
     Unix(PathBuf),
+    /// `HOST:PORT`, as written (a name is resolved when binding or dialling).
+    Tcp(String),
+}
+
+/// The TLS files of a `tcp://` listener (`[grpc.tls]`): kilnd's certificate and key, and the
+/// CA that client certificates must be signed by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub ca: PathBuf,
 }
 
 impl Address {
-    /// `unix:///path` or a bare absolute path; `tcp://` is refused until mutual TLS exists.
+    /// `unix:///path`, a bare absolute path, or `tcp://HOST:PORT`.
     pub fn parse(s: &str) -> Result<Address, String> {
         let path = if let Some(p) = s.strip_prefix("unix://") {
             p
-        } else if s.starts_with("tcp://") {
-            return Err(format!(
-                "{s}: TCP needs mutual TLS, which kilnd does not support yet; use unix://PATH"
-            ));
+        } else if let Some(hp) = s.strip_prefix("tcp://") {
+            return parse_host_port(hp)
+                .map(|()| Address::Tcp(hp.to_string()))
+                .map_err(|reason| format!("{s}: {reason}"));
         } else if s.contains("://") {
-            return Err(format!("{s}: expected unix://PATH"));
+            return Err(format!("{s}: expected unix://PATH or tcp://HOST:PORT"));
         } else {
             s
         };
@@ -117,10 +149,25 @@ impl Address {
     }
 }
 
+/// `HOST:PORT` with a non-empty host (an IPv6 address in brackets) and a port number.
+fn parse_host_port(hp: &str) -> Result<(), &'static str> {
+    let (host, port) = hp.rsplit_once(':').ok_or("expected tcp://HOST:PORT")?;
+    if host.is_empty() || host.contains(['/', '@']) {
+        return Err("expected tcp://HOST:PORT");
+    }
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err("an IPv6 address goes in brackets: tcp://[::1]:PORT");
+    }
+    port.parse::<u16>()
+        .map_err(|_| "the port must be a number up to 65535")?;
+    Ok(())
+}
+
 impl std::fmt::Display for Address {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Address::Unix(p) => write!(f, "unix://{}", p.display()),
+            Address::Tcp(hp) => write!(f, "tcp://{hp}"),
         }
     }
 }
@@ -143,6 +190,10 @@ pub struct KilndConfig {
     pub group: Option<String>,
     /// Where Prometheus metrics are served.
     pub metrics: Option<std::net::SocketAddr>,
+    /// Mutual TLS for the `tcp://` addresses.
+    pub tls: Option<TlsFiles>,
+    /// `tcp://` addresses without TLS were asked for explicitly.
+    pub insecure_tcp: bool,
     /// Registries and worker, as kiln.toml has them.
     pub kiln: KilnConfig,
 }
@@ -157,6 +208,8 @@ impl Default for KilndConfig {
             addresses: vec![Address::Unix(PathBuf::from(DEFAULT_SOCKET))],
             group: None,
             metrics: None,
+            tls: None,
+            insecure_tcp: false,
             kiln: KilnConfig::default(),
         }
     }
@@ -230,6 +283,22 @@ impl KilndConfig {
                 parse_metrics_addr(&a).map_err(|r| invalid(path, "metrics.address".into(), &r))?,
             ),
         };
+        let tls = match f.grpc.tls {
+            None => None,
+            Some(t) => {
+                let file = |p: Option<PathBuf>, key: &str| {
+                    let key = format!("grpc.tls.{key}");
+                    let mut p = p.ok_or_else(|| invalid(path, key.clone(), "required"))?;
+                    anchor(&mut p, base).map_err(|reason| invalid(path, key, reason))?;
+                    Ok::<_, ConfigError>(p)
+                };
+                Some(TlsFiles {
+                    cert: file(t.cert, "cert")?,
+                    key: file(t.key, "key")?,
+                    ca: file(t.ca, "ca")?,
+                })
+            }
+        };
         let mut kiln = KilnConfig {
             certs_dir: f.certs_dir,
             registry: f.registry,
@@ -244,8 +313,29 @@ impl KilndConfig {
             addresses,
             group: f.grpc.group,
             metrics,
+            tls,
+            insecure_tcp: f.grpc.insecure_tcp,
             kiln,
         })
+    }
+
+    /// Refuses `tcp://` addresses that would serve without TLS unless that was asked for
+    /// (`insecure_tcp`); run after flags are applied.
+    pub fn check_tcp(&self) -> Result<(), String> {
+        let tcp: Vec<String> = self
+            .addresses
+            .iter()
+            .filter(|a| matches!(a, Address::Tcp(_)))
+            .map(ToString::to_string)
+            .collect();
+        if tcp.is_empty() || self.tls.is_some() || self.insecure_tcp {
+            return Ok(());
+        }
+        Err(format!(
+            "{}: TCP needs mutual TLS ([grpc.tls] cert, key and ca, or --tlscert, --tlskey and --tlscacert); \
+             without it anyone who reaches the port is root here (insecure_tcp = true allows it anyway)",
+            tcp.join(", ")
+        ))
     }
 }
 
@@ -302,11 +392,17 @@ mod tests {
         assert!(m.contains("oom_score_adj: "), "{m}");
         let m = e("oom_score_adj = -2000\n");
         assert!(m.contains("oom_score_adj: must be between"), "{m}");
-        let m = e("[grpc]\naddress = [\"tcp://0.0.0.0:1234\"]\n");
+        let m = e("[grpc]\naddress = [\"tcp://0.0.0.0\"]\n");
         assert!(
-            m.contains("grpc.address: ") && m.contains("mutual TLS"),
+            m.contains("grpc.address: ") && m.contains("HOST:PORT"),
             "{m}"
         );
+        let m = e("[grpc]\naddress = [\"tcp://::1:80\"]\n");
+        assert!(m.contains("brackets"), "{m}");
+        let m = e("[grpc.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n");
+        assert!(m.contains("grpc.tls.ca: required"), "{m}");
+        let m = e("[grpc.tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nca = \"a\"\nverify = false\n");
+        assert!(m.contains("grpc.tls.verify: "), "{m}");
         let m = e("[grpc]\naddress = [\"sock\"]\n");
         assert!(
             m.contains("grpc.address: ") && m.contains("absolute"),
@@ -323,6 +419,40 @@ mod tests {
         );
         let m = e("root = \"\"\n");
         assert!(m.contains("root: empty path"), "{m}");
+    }
+
+    #[test]
+    fn tcp_needs_tls_unless_insecure_is_asked_for() {
+        let c = parse("[grpc]\naddress = [\"tcp://127.0.0.1:1234\", \"tcp://[::1]:9\"]\n").unwrap();
+        assert_eq!(
+            c.addresses,
+            [
+                Address::Tcp("127.0.0.1:1234".into()),
+                Address::Tcp("[::1]:9".into())
+            ]
+        );
+        assert_eq!(c.addresses[0].to_string(), "tcp://127.0.0.1:1234");
+        let m = c.check_tcp().unwrap_err();
+        assert!(
+            m.contains("tcp://127.0.0.1:1234, tcp://[::1]:9: TCP needs mutual TLS"),
+            "{m}"
+        );
+        let c = parse("[grpc]\naddress = [\"tcp://h:1\"]\ninsecure_tcp = true\n").unwrap();
+        assert!(c.insecure_tcp && c.check_tcp().is_ok());
+        let c = parse(
+            "[grpc]\naddress = [\"tcp://h:1\"]\n[grpc.tls]\ncert = \"c.pem\"\nkey = \"/k.pem\"\nca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                cert: "/etc/kiln/c.pem".into(),
+                key: "/k.pem".into(),
+                ca: "/etc/kiln/ca.pem".into()
+            })
+        );
+        assert!(c.check_tcp().is_ok());
+        assert!(KilndConfig::default().check_tcp().is_ok());
     }
 
     #[test]

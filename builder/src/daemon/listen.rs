@@ -1,5 +1,6 @@
 //! Where kilnd accepts clients: the sockets systemd passes (socket activation, `LISTEN_FDS`),
-//! else the unix sockets of the config, created mode 0660 and owned by the configured group.
+//! else the addresses of the config: unix sockets created mode 0660 and owned by the
+//! configured group, and TCP ports (whose TLS is [`super::incoming`]'s business).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
@@ -23,12 +24,21 @@ pub enum ListenError {
     InUse(PathBuf),
     #[error("grpc.group {0:?}: no such group")]
     NoGroup(String),
-    #[error("socket activation: fd {0} is not a unix stream socket")]
+    #[error("socket activation: fd {0} is not a unix or TCP stream socket")]
     NotUnix(i32),
+    #[error("listening on tcp://{addr}: {source}")]
+    Tcp {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Insecure(String),
 }
 
 pub struct Listeners {
     pub sockets: Vec<tokio::net::UnixListener>,
+    pub tcp: Vec<tokio::net::TcpListener>,
     /// What clients dial, for `kiln info` and the lock file.
     pub addresses: Vec<String>,
     /// Socket files this process made (not systemd's): removed at exit.
@@ -41,9 +51,22 @@ impl Listeners {
         let activated = activated_fds();
         if !activated.is_empty() {
             let mut sockets = Vec::new();
+            let mut tcp = Vec::new();
             let mut addresses = Vec::new();
             for fd in activated {
                 let raw = fd.as_raw_fd();
+                if let Some(addr) = tcp_addr(&fd) {
+                    check_tcp(cfg, &[Address::Tcp(addr.to_string())])?;
+                    let l = std::net::TcpListener::from(fd);
+                    let io = |source| ListenError::Tcp {
+                        addr: addr.to_string(),
+                        source,
+                    };
+                    l.set_nonblocking(true).map_err(io)?;
+                    tcp.push(tokio::net::TcpListener::from_std(l).map_err(io)?);
+                    addresses.push(Address::Tcp(addr.to_string()).to_string());
+                    continue;
+                }
                 let path = unix_path(&fd).ok_or(ListenError::NotUnix(raw))?;
                 let l = std::os::unix::net::UnixListener::from(fd);
                 let io = |source| ListenError::Io {
@@ -58,24 +81,37 @@ impl Listeners {
             tracing::info!(?addresses, "using the sockets systemd passed");
             return Ok(Listeners {
                 sockets,
+                tcp,
                 addresses,
                 created: Vec::new(),
             });
         }
+        check_tcp(cfg, &cfg.addresses)?;
         let gid = match &cfg.group {
             None => None,
             Some(g) => Some(resolve_group(g)?),
         };
         let mut out = Listeners {
             sockets: Vec::new(),
+            tcp: Vec::new(),
             addresses: Vec::new(),
             created: Vec::new(),
         };
         for a in &cfg.addresses {
-            let Address::Unix(path) = a;
-            out.sockets.push(bind(path, gid)?);
-            out.created.push(path.clone());
-            out.addresses.push(a.to_string());
+            match a {
+                Address::Unix(path) => {
+                    out.sockets.push(bind(path, gid)?);
+                    out.created.push(path.clone());
+                    out.addresses.push(a.to_string());
+                }
+                Address::Tcp(hp) => {
+                    let l = bind_tcp(hp)?;
+                    // The port the kernel chose, when the config said 0.
+                    let bound = l.local_addr().map_or(hp.clone(), |a| a.to_string());
+                    out.tcp.push(l);
+                    out.addresses.push(Address::Tcp(bound).to_string());
+                }
+            }
         }
         Ok(out)
     }
@@ -89,6 +125,34 @@ impl Listeners {
             }
         }
     }
+}
+
+/// TCP without TLS only when asked for, and loudly.
+fn check_tcp(cfg: &KilndConfig, addresses: &[Address]) -> Result<(), ListenError> {
+    let cfg = KilndConfig {
+        addresses: addresses.to_vec(),
+        ..cfg.clone()
+    };
+    cfg.check_tcp().map_err(ListenError::Insecure)?;
+    if cfg.tls.is_none() {
+        for a in addresses.iter().filter(|a| matches!(a, Address::Tcp(_))) {
+            tracing::warn!(
+                "{a}: serving WITHOUT TLS (insecure_tcp): anyone who can reach this port can run anything as root on this host"
+            );
+        }
+    }
+    Ok(())
+}
+
+fn bind_tcp(hp: &str) -> Result<tokio::net::TcpListener, ListenError> {
+    let io = |source| ListenError::Tcp {
+        addr: hp.to_string(),
+        source,
+    };
+    // std resolves a host name; brackets around an IPv6 address are its syntax too.
+    let l = std::net::TcpListener::bind(hp).map_err(io)?;
+    l.set_nonblocking(true).map_err(io)?;
+    tokio::net::TcpListener::from_std(l).map_err(io)
 }
 
 fn resolve_group(g: &str) -> Result<u32, ListenError> {
@@ -156,6 +220,17 @@ fn activated_fds() -> Vec<OwnedFd> {
         .collect()
 }
 
+/// The address a TCP socket is bound to; `None` for other kinds of fd.
+fn tcp_addr(fd: &OwnedFd) -> Option<std::net::SocketAddr> {
+    use nix::sys::socket::{getsockname, SockaddrStorage};
+    let addr: SockaddrStorage = getsockname(fd.as_raw_fd()).ok()?;
+    if let Some(v4) = addr.as_sockaddr_in() {
+        return Some(std::net::SocketAddr::V4((*v4).into()));
+    }
+    addr.as_sockaddr_in6()
+        .map(|v6| std::net::SocketAddr::V6((*v6).into()))
+}
+
 /// The path a unix socket is bound to; `None` for other kinds of fd.
 fn unix_path(fd: &OwnedFd) -> Option<PathBuf> {
     let addr: nix::sys::socket::UnixAddr = nix::sys::socket::getsockname(fd.as_raw_fd()).ok()?;
@@ -184,5 +259,30 @@ mod tests {
             Err(ListenError::NoGroup(_))
         ));
         assert_eq!(resolve_group("0").unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn tcp_port_zero_records_the_port_and_plain_tcp_needs_asking() {
+        let t = tempfile::tempdir().unwrap();
+        let mut cfg = KilndConfig {
+            addresses: vec![Address::Tcp("127.0.0.1:0".into())],
+            ..Default::default()
+        };
+        let m = Listeners::open(&cfg).err().unwrap().to_string();
+        assert!(m.contains("needs mutual TLS"), "{m}");
+        cfg.insecure_tcp = true;
+        cfg.addresses.push(Address::Unix(t.path().join("k.sock")));
+        let l = Listeners::open(&cfg).unwrap();
+        let port = l.tcp[0].local_addr().unwrap().port();
+        assert_ne!(port, 0);
+        assert_eq!(l.addresses[0], format!("tcp://127.0.0.1:{port}"));
+        assert_eq!(
+            tcp_addr(&OwnedFd::from(
+                l.tcp.into_iter().next().unwrap().into_std().unwrap()
+            ))
+            .unwrap()
+            .port(),
+            port
+        );
     }
 }

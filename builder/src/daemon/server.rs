@@ -5,7 +5,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -49,6 +48,8 @@ pub enum ServerError {
     },
     #[error("serving: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Tls(#[from] super::tls::TlsError),
 }
 
 fn set_oom_score_adj(value: i32) -> Result<(), ServerError> {
@@ -86,6 +87,11 @@ pub async fn run(
             source,
         })?;
     }
+    // Bad TLS files fail the start before anything else happens.
+    let tls = match &cfg.tls {
+        Some(files) => Some(super::tls::server_config(files)?),
+        None => None,
+    };
     // Taken before anything else touches the root: a second kilnd stops here.
     let addresses: Vec<String> = cfg.addresses.iter().map(ToString::to_string).collect();
     let mut pidfile = PidFile::take(&cfg.root, &addresses)?;
@@ -130,12 +136,13 @@ pub async fn run(
         tokio::spawn(super::metrics::serve(l, m, stop));
     }
     let mut listeners = listeners;
-    let incoming = futures::stream::select_all(
-        std::mem::take(&mut listeners.sockets)
-            .into_iter()
-            .map(tokio_stream::wrappers::UnixListenerStream::new),
-    );
     let stopping = CancellationToken::new();
+    let incoming = super::incoming::incoming(
+        std::mem::take(&mut listeners.sockets),
+        std::mem::take(&mut listeners.tcp),
+        tls,
+        stopping.clone(),
+    );
     let server = {
         let stopping = stopping.clone();
         let service = ControlServer::new(ControlService(daemon.clone()))
@@ -143,7 +150,7 @@ pub async fn run(
             .max_encoding_message_size(64 << 20);
         tonic::transport::Server::builder().serve_with_incoming_shutdown(
             service,
-            incoming.boxed(),
+            incoming,
             stopping.cancelled_owned(),
         )
     };
