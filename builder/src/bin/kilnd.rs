@@ -116,7 +116,14 @@ fn tls_files(args: &Args, from_config: Option<TlsFiles>) -> anyhow::Result<Optio
 
 async fn serve(args: Args) -> anyhow::Result<()> {
     let cfg = config(&args)?;
-    let registry = kiln::cli::registry_settings(&cfg.kiln, &[]);
+    // Credentials are the client's, asked for when a build or command needs them.
+    let registry = kiln_registry::RegistryConfig {
+        hosts: cfg.kiln.hosts_config(&[]),
+        credentials: Some(std::sync::Arc::new(
+            kiln::daemon::session::ClientCredentials,
+        )),
+        ..Default::default()
+    };
     kiln::daemon::server::run(cfg, registry).await?;
     Ok(())
 }

@@ -223,7 +223,7 @@ fn registry_config(
 }
 
 /// Registries as `config` and `insecure` (plain-HTTP hosts) describe them, with the
-/// credentials saved in docker's config.json (the daemon uses its own user's).
+/// credentials saved in docker's config.json.
 pub fn registry_settings(
     config: &crate::config::KilnConfig,
     insecure: &[String],

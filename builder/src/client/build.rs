@@ -10,15 +10,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::context::{read_chunks, scan};
+use super::session::Lender;
 use super::ClientError;
 use crate::daemon::convert::progress_from_wire;
 use crate::daemon::proto::build_client_message::Msg;
 use crate::daemon::proto::build_server_message::Msg as In;
-use crate::daemon::proto::session_request::What;
 use crate::daemon::proto::SshFrame;
 use crate::daemon::proto::{
-    BuildClientMessage, BuildResult, BuildStart, ContextManifest, OutputChunk, SessionRequest,
-    SessionResponse,
+    BuildClientMessage, BuildResult, BuildStart, ContextManifest, OutputChunk,
 };
 use crate::daemon::ssh::{deliver, pump, Conns};
 use crate::worker::mounts::BuildSession;
@@ -72,6 +71,7 @@ pub async fn build(
     let (fail_tx, mut fail_rx) = mpsc::channel::<ClientError>(1);
     let mut senders = Vec::new();
     let ssh = SshClient::new(out.clone(), session.clone());
+    let lender = Arc::new(Lender::new(session.clone()));
     loop {
         let msg = tokio::select! {
             m = inbound.message() => m?,
@@ -116,10 +116,10 @@ pub async fn build(
             }
             In::Output(c) => outputs.chunk(c).await?,
             In::Session(req) => {
-                let (out, session) = (out.clone(), session.clone());
+                let (out, lender) = (out.clone(), lender.clone());
                 // Read as the embedded build would, when the step needs it.
                 tokio::task::spawn_blocking(move || {
-                    let resp = answer(&session, req);
+                    let resp = lender.answer(req);
                     let _ = out.blocking_send(wrap(Msg::Session(resp)));
                 });
             }
@@ -194,25 +194,6 @@ impl SshClient {
             pump(stream, conn, rx, emit, conns).await;
         });
     }
-}
-
-fn answer(session: &BuildSession, req: SessionRequest) -> SessionResponse {
-    let mut resp = SessionResponse {
-        id: req.id,
-        ..Default::default()
-    };
-    match req.what {
-        Some(What::Secret(id)) => match session.local_secret(&id) {
-            Ok(Some(data)) => {
-                resp.found = true;
-                resp.data = data;
-            }
-            Ok(None) => {}
-            Err(e) => resp.error = e.to_string(),
-        },
-        None => resp.error = "unknown request (a newer kilnd?)".into(),
-    }
-    resp
 }
 
 /// File outputs arriving from the daemon: each written aside and renamed into place when

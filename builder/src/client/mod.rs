@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod context;
+pub mod session;
 pub mod tls;
 
 use std::path::{Path, PathBuf};

@@ -12,7 +12,7 @@ pub mod notify;
 pub mod pidfile;
 pub mod server;
 pub mod service;
-mod session;
+pub mod session;
 pub mod ssh;
 pub mod sync;
 pub mod tls;

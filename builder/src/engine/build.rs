@@ -172,6 +172,21 @@ impl Engine {
         opts: BuildOptions,
         progress: Progress,
     ) -> Result<BuildOutcome, BuildError> {
+        // The context and session are this build's own, whatever else runs at the same time:
+        // the solve's steps use them, and so do base image lookups and pushes (the session
+        // lends registry credentials in kilnd).
+        let scope = crate::worker::scope::BuildScope {
+            locals: HashMap::from([("context".to_string(), opts.context.clone())]),
+            session: opts.session.clone(),
+        };
+        crate::worker::scope::scoped(scope, self.build_scoped(opts, progress)).await
+    }
+
+    async fn build_scoped(
+        self: &Arc<Self>,
+        opts: BuildOptions,
+        progress: Progress,
+    ) -> Result<BuildOutcome, BuildError> {
         let (dockerfile_path, dockerfile, filename) = read_dockerfile(&opts)?;
         // Before lowering: a Dockerfile written for another frontend may not parse here.
         if let Some(f) =
@@ -200,11 +215,6 @@ impl Engine {
         let resolver = EngineResolver(self.clone());
         let plan = kiln_frontend::lower(&req, &resolver).await?;
 
-        // The context and session are this build's own, whatever else runs at the same time.
-        let scope = crate::worker::scope::BuildScope {
-            locals: HashMap::from([("context".to_string(), opts.context.clone())]),
-            session: opts.session.clone(),
-        };
         // Downloads made only to compute cache keys that hit are dropped when the build ends
         // (another build running meanwhile that needs one of them downloads it again).
         struct DiscardDownloads<'a>(&'a Engine);
@@ -227,15 +237,13 @@ impl Engine {
                     },
                     progress.clone(),
                 );
-                let (r, _) = crate::worker::scope::scoped(scope, solve)
-                    .await
-                    .map_err(|error| {
-                        BuildError::Solve(Box::new(SolveFailure {
-                            error,
-                            dockerfile: dockerfile.clone(),
-                            filename: filename.clone(),
-                        }))
-                    })?;
+                let (r, _) = solve.await.map_err(|error| {
+                    BuildError::Solve(Box::new(SolveFailure {
+                        error,
+                        dockerfile: dockerfile.clone(),
+                        filename: filename.clone(),
+                    }))
+                })?;
                 r
             }
         };

@@ -28,17 +28,19 @@ impl fmt::Debug for Credentials {
 }
 
 /// Looks credentials up by registry domain as users write it (`docker.io`, `harbor.example.com`,
-/// `localhost:5000`).
+/// `localhost:5000`). Async: the answer may come from far away (kilnd asks the build's client).
+#[async_trait::async_trait]
 pub trait CredentialProvider: Send + Sync {
-    fn credentials(&self, registry: &str) -> Option<Credentials>;
+    async fn credentials(&self, registry: &str) -> Option<Credentials>;
 }
 
 /// A fixed map of credentials; handy for tests and for `--registry-auth`-style flags.
 #[derive(Debug, Default, Clone)]
 pub struct StaticCredentials(pub HashMap<String, Credentials>);
 
+#[async_trait::async_trait]
 impl CredentialProvider for StaticCredentials {
-    fn credentials(&self, registry: &str) -> Option<Credentials> {
+    async fn credentials(&self, registry: &str) -> Option<Credentials> {
         self.0.get(registry).cloned()
     }
 }
@@ -57,7 +59,8 @@ mod tests {
         assert!(s.contains("robot") && !s.contains("hunter2"));
         assert!(!format!("{:?}", Credentials::IdentityToken("tok".into())).contains("tok"));
         let p = StaticCredentials(HashMap::from([("h".to_string(), c.clone())]));
-        assert_eq!(p.credentials("h"), Some(c));
-        assert_eq!(p.credentials("other"), None);
+        let get = |r: &str| futures::executor::block_on(p.credentials(r));
+        assert_eq!(get("h"), Some(c));
+        assert_eq!(get("other"), None);
     }
 }

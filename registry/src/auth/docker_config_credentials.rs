@@ -47,8 +47,16 @@ impl DockerConfigCredentials {
     }
 }
 
+#[async_trait::async_trait]
 impl CredentialProvider for DockerConfigCredentials {
-    fn credentials(&self, registry: &str) -> Option<Credentials> {
+    async fn credentials(&self, registry: &str) -> Option<Credentials> {
+        self.get(registry)
+    }
+}
+
+impl DockerConfigCredentials {
+    /// The credentials for `registry`, looked up now (a helper runs on this thread).
+    pub fn get(&self, registry: &str) -> Option<Credentials> {
         // One cell per registry: lookups of other registries don't wait for a slow helper.
         let answer = self.answer(registry);
         answer
@@ -103,8 +111,8 @@ mod tests {
         };
         seed.store("ghcr.io", &creds).unwrap();
         for _ in 0..3 {
-            assert_eq!(p.credentials("ghcr.io"), Some(creds.clone()));
-            assert_eq!(p.credentials("quay.io"), None);
+            assert_eq!(p.get("ghcr.io"), Some(creds.clone()));
+            assert_eq!(p.get("quay.io"), None);
         }
         let log = std::fs::read_to_string(dir.path().join("kc.log")).unwrap();
         assert_eq!(log.matches("get ghcr.io").count(), 1, "{log}");
@@ -120,8 +128,8 @@ mod tests {
             "#!/bin/sh\necho call >> \"$(dirname \"$0\")/calls\"\necho locked >&2\nexit 1\n",
         );
         let p = provider(dir.path(), r#"{"credsStore": "broken"}"#);
-        assert_eq!(p.credentials("ghcr.io"), None);
-        assert_eq!(p.credentials("ghcr.io"), None);
+        assert_eq!(p.get("ghcr.io"), None);
+        assert_eq!(p.get("ghcr.io"), None);
         let calls = std::fs::read_to_string(dir.path().join("calls")).unwrap();
         assert_eq!(calls.lines().count(), 1);
     }
@@ -138,7 +146,7 @@ mod tests {
             username: "robot$ci".into(),
             password: "a:b".into(),
         });
-        assert_eq!(p.credentials("docker.io"), expected);
+        assert_eq!(p.get("docker.io"), expected);
         assert!(!format!("{p:?}").contains("cm9ib3Q"));
     }
 }

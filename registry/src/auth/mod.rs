@@ -76,8 +76,8 @@ impl Authenticator {
         pings.entry(base_url.to_string()).or_default().clone()
     }
 
-    pub fn credentials_for(&self, registry: &str) -> Option<Credentials> {
-        self.credentials.as_ref()?.credentials(registry)
+    pub async fn credentials_for(&self, registry: &str) -> Option<Credentials> {
+        self.credentials.as_ref()?.credentials(registry).await
     }
 
     /// The authorization answering `challenge` for `scope`, or None to go anonymous.
@@ -88,7 +88,7 @@ impl Authenticator {
         scopes: &[String],
         ctx: &ErrorContext,
     ) -> Result<Option<Authorization>> {
-        let creds = self.credentials_for(&ctx.registry);
+        let creds = self.credentials_for(&ctx.registry).await;
         match challenge.scheme {
             Scheme::Bearer => {
                 let token = self
@@ -108,8 +108,13 @@ impl Authenticator {
     }
 
     /// Drops a cached token the registry just rejected.
-    pub(crate) fn invalidate(&self, challenge: &Challenge, scopes: &[String], registry: &str) {
-        let creds = self.credentials_for(registry);
+    pub(crate) async fn invalidate(
+        &self,
+        challenge: &Challenge,
+        scopes: &[String],
+        registry: &str,
+    ) {
+        let creds = self.credentials_for(registry).await;
         self.tokens.invalidate(challenge, scopes, creds.as_ref());
     }
 }

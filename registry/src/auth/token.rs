@@ -34,7 +34,7 @@ pub(crate) struct CachedToken {
     renew_at: Instant,
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 struct TokenKey {
     realm: String,
     service: String,
@@ -100,7 +100,12 @@ fn key_for(challenge: &Challenge, scopes: &[String], creds: Option<&Credentials>
         service: challenge.service().unwrap_or_default().to_string(),
         scope: scopes.join(" "),
         identity: creds.map(|c| match c {
-            Credentials::Basic { username, .. } => format!("basic:{username}"),
+            // The password is part of who asks: in kilnd, clients with the same user name
+            // and different passwords must not share a token.
+            Credentials::Basic { username, password } => format!(
+                "basic:{username}:{}",
+                crate::Digest::sha256_of(password.as_bytes())
+            ),
             Credentials::IdentityToken(t) => {
                 format!("oauth:{}", crate::Digest::sha256_of(t.as_bytes()))
             }
@@ -203,4 +208,27 @@ pub(crate) async fn fetch_token(
         token,
         renew_at: Instant::now() + lifetime.saturating_sub(EXPIRY_MARGIN),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_of_different_passwords_are_not_shared() {
+        let c = &crate::auth::parse_challenges(
+            r#"Bearer realm="https://auth.example/token",service="registry""#,
+        )[0];
+        let scopes = ["repository:a:pull".to_string()];
+        let basic = |p: &str| Credentials::Basic {
+            username: "ci".into(),
+            password: p.into(),
+        };
+        let key = |creds: Option<&Credentials>| key_for(c, &scopes, creds);
+        assert_eq!(key(Some(&basic("a"))), key(Some(&basic("a"))));
+        assert_ne!(key(Some(&basic("a"))), key(Some(&basic("b"))));
+        assert_ne!(key(Some(&basic("a"))), key(None));
+        let id = key(Some(&basic("hunter2"))).identity.unwrap();
+        assert!(!id.contains("hunter2"), "{id}");
+    }
 }

@@ -192,7 +192,7 @@ impl RegistryClient {
             .await?;
         if resp.status() == StatusCode::UNAUTHORIZED {
             if let Some(c) = &challenge {
-                self.auth.invalidate(c, scopes, &ctx.registry);
+                self.auth.invalidate(c, scopes, &ctx.registry).await;
             }
             let fresh = preferred_challenge(resp.headers());
             if let Some(c) = &fresh {
@@ -229,7 +229,7 @@ impl RegistryClient {
         authz: Option<&Authorization>,
         ctx: &ErrorContext,
     ) -> Option<RegistryError> {
-        let creds = self.auth.credentials_for(&ctx.registry);
+        let creds = self.auth.credentials_for(&ctx.registry).await;
         let who = match &creds {
             Some(Credentials::Basic { username, .. }) => format!("user {username:?}"),
             Some(Credentials::IdentityToken(_)) => "the logged-in user".to_string(),

@@ -16,6 +16,8 @@ pub enum SessionError {
     Ssh { spec: String, reason: String },
     #[error("secret {id}: {reason}")]
     Remote { id: String, reason: String },
+    #[error("credentials for {registry} from the client: {reason}")]
+    RemoteCredentials { registry: String, reason: String },
     #[error("reading secret {id} from {path}: {source}")]
     ReadSecret {
         id: String,
@@ -54,10 +56,16 @@ pub enum SshSource {
 }
 
 /// Where secrets come from when the build runs away from its client (in kilnd): asked for
-/// when a step needs one, never sent ahead.
+/// when a step needs one, never sent ahead. Registry credentials likewise, when a pull or
+/// push needs them.
 #[async_trait::async_trait]
 pub trait RemoteSession: Send + Sync {
     async fn secret(&self, id: &str) -> Result<Option<Vec<u8>>, SessionError>;
+    /// The client's credentials for `registry` (a host as credential stores name it).
+    async fn registry_credentials(
+        &self,
+        registry: &str,
+    ) -> Result<Option<kiln_registry::Credentials>, SessionError>;
 }
 
 #[derive(Default)]
