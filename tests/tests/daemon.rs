@@ -127,16 +127,86 @@ fn daemon_builds_images_that_run_and_rebuilds_send_only_what_changed() {
         listing.lines().any(|l| l.trim_start_matches("./") == "msg"),
         "{listing}"
     );
-    let dir = format!("type=local,dest={}", env.path("dir").display());
-    let err = env.fails(&[
-        "--addr",
-        &d.addr(),
-        "build",
-        "-o",
-        &dir,
-        ctx.to_str().unwrap(),
-    ]);
-    assert!(err.contains("cannot send directories back yet"), "{err}");
+}
+
+/// `find DIR` as a sorted listing of path, type, mode, owner, link target and link count.
+fn tree_listing(dir: &Path) -> String {
+    let out = run(
+        "find",
+        &[
+            dir.to_str().unwrap(),
+            "-mindepth",
+            "1",
+            "-printf",
+            "%P %y %m %U:%G %l %n\n",
+        ],
+    );
+    let mut lines: Vec<&str> = out.lines().collect();
+    lines.sort();
+    lines.join("\n")
+}
+
+#[test]
+fn daemon_sends_local_outputs_back_as_the_embedded_build_writes_them() {
+    let Some(env) = env("daemon_sends_local_outputs_back_as_the_embedded_build_writes_them") else {
+        return;
+    };
+    let d = Kilnd::start(&env);
+    let ctx = env.context(
+        "ctx",
+        "FROM $BASE AS files\n\
+         RUN mkdir -p /out/sub /out/empty && echo hi > /out/sub/f && ln -s sub/f /out/link \\\n\
+          && ln -s /etc/passwd /out/abs && ln /out/sub/f /out/hard && chown 123:45 /out/sub/f \\\n\
+          && chmod 4750 /out/sub/f && echo w > /out/.wh.name && mkfifo /out/pipe\n\
+         FROM scratch\nCOPY --from=files /out /\n",
+        &[],
+    );
+    let dest = env.path("local-out");
+    std::fs::create_dir_all(&dest).unwrap();
+    std::fs::write(dest.join("was-there"), "kept").unwrap();
+    let spec = format!("type=local,dest={}", dest.display());
+    build_ok(&env, &d, &ctx, &["-o", &spec]);
+
+    let meta = |p: &str| std::fs::symlink_metadata(dest.join(p)).unwrap();
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    assert_eq!(std::fs::read_to_string(dest.join("sub/f")).unwrap(), "hi\n");
+    assert_eq!(meta("sub/f").mode() & 0o7777, 0o4750);
+    assert_eq!((meta("sub/f").uid(), meta("sub/f").gid()), (123, 45));
+    assert_eq!(meta("hard").ino(), meta("sub/f").ino());
+    assert_eq!(
+        std::fs::read_link(dest.join("link")).unwrap(),
+        Path::new("sub/f")
+    );
+    // Kept as a symlink, not followed on the client.
+    assert_eq!(
+        std::fs::read_link(dest.join("abs")).unwrap(),
+        Path::new("/etc/passwd")
+    );
+    assert!(meta("pipe").file_type().is_fifo());
+    assert!(meta("empty").is_dir());
+    assert_eq!(
+        std::fs::read_to_string(dest.join(".wh.name")).unwrap(),
+        "w\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dest.join("was-there")).unwrap(),
+        "kept"
+    );
+    assert!(!env.path("local-out.kiln-partial").exists());
+
+    // The same tree as an embedded build's type=local.
+    std::fs::remove_file(dest.join("was-there")).unwrap();
+    let embedded = env.path("embedded-out");
+    let out = Command::new(&env.bin)
+        .args(["--root", env.path("e-root").to_str().unwrap()])
+        .args(["--state", env.path("e-state").to_str().unwrap()])
+        .args(["build", "-q", "-o"])
+        .arg(format!("type=local,dest={}", embedded.display()))
+        .arg(&ctx)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(tree_listing(&dest), tree_listing(&embedded));
 }
 
 #[test]

@@ -13,6 +13,7 @@ use kiln_frontend::lint::CheckWarning;
 
 use super::checks::{check_report, print_build_warnings};
 use super::progress::{render_source_excerpt, Mode, Renderer, Shown};
+use crate::client::output::OutputDest;
 use crate::daemon::proto::BuildResult;
 use crate::engine::build::BuildError;
 use crate::engine::{BuildOptions, Engine, OutputSpec};
@@ -275,19 +276,16 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
     let mode = progress_mode(&args)?;
     let outputs =
         OutputSpec::from_cli(&args.outputs, &args.tags, args.push).map_err(|e| anyhow!(e))?;
-    if let Some(OutputSpec::Local { dest }) = outputs
+    // Where the daemon's file and directory outputs land here, by output index.
+    let file_outputs: Vec<Option<OutputDest>> = outputs
         .iter()
-        .find(|o| matches!(o, OutputSpec::Local { .. }))
-    {
-        bail!(
-            "output to the directory {}: builds through kilnd ({addr}) cannot send directories back yet; use type=tar",
-            dest.display()
-        );
-    }
-    // Where the daemon's file outputs land here, by output index.
-    let file_outputs: Vec<Option<PathBuf>> = outputs
-        .iter()
-        .map(|o| o.host_path().map(std::path::Path::to_path_buf))
+        .map(|o| {
+            let path = o.host_path()?.to_path_buf();
+            Some(match o {
+                OutputSpec::Local { .. } => OutputDest::Dir(path),
+                _ => OutputDest::File(path),
+            })
+        })
         .collect();
     let build_args = build_args(&args.build_args)?;
     entitlements(&args.allow)?;

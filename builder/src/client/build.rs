@@ -10,15 +10,14 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::context::{read_chunks, scan};
+use super::output::{OutputDest, OutputFiles};
 use super::session::Lender;
 use super::ClientError;
 use crate::daemon::convert::progress_from_wire;
 use crate::daemon::proto::build_client_message::Msg;
 use crate::daemon::proto::build_server_message::Msg as In;
 use crate::daemon::proto::SshFrame;
-use crate::daemon::proto::{
-    BuildClientMessage, BuildResult, BuildStart, ContextManifest, OutputChunk,
-};
+use crate::daemon::proto::{BuildClientMessage, BuildResult, BuildStart, ContextManifest};
 use crate::daemon::ssh::{deliver, pump, Conns};
 use crate::worker::mounts::BuildSession;
 
@@ -39,13 +38,14 @@ fn wrap(m: Msg) -> BuildClientMessage {
 }
 
 /// Runs `start` in the daemon at `addr` with the context at `context_dir` (and its ignore
-/// file for `dockerfile`); progress goes to `progress`, file output `i` to `file_outputs[i]`.
+/// file for `dockerfile`); progress goes to `progress`, file or directory output `i` to
+/// `file_outputs[i]`.
 pub async fn build(
     addr: &str,
     mut start: BuildStart,
     context_dir: PathBuf,
     dockerfile: Option<PathBuf>,
-    file_outputs: Vec<Option<PathBuf>>,
+    file_outputs: Vec<Option<OutputDest>>,
     session: Arc<BuildSession>,
     progress: Progress,
 ) -> Result<BuildResult, ClientError> {
@@ -193,60 +193,5 @@ impl SshClient {
             };
             pump(stream, conn, rx, emit, conns).await;
         });
-    }
-}
-
-/// File outputs arriving from the daemon: each written aside and renamed into place when
-/// complete, so `dest` never holds half a file.
-struct OutputFiles {
-    dests: Vec<Option<PathBuf>>,
-    open: Option<(u32, tokio::fs::File, PathBuf)>,
-}
-
-impl Drop for OutputFiles {
-    fn drop(&mut self) {
-        // A build that ends mid-file leaves no partial file behind.
-        if let Some((_, _, partial)) = self.open.take() {
-            let _ = std::fs::remove_file(partial);
-        }
-    }
-}
-
-impl OutputFiles {
-    fn new(dests: Vec<Option<PathBuf>>) -> Self {
-        OutputFiles { dests, open: None }
-    }
-
-    async fn chunk(&mut self, c: OutputChunk) -> Result<(), ClientError> {
-        use tokio::io::AsyncWriteExt;
-        let dest = self
-            .dests
-            .get(c.index as usize)
-            .cloned()
-            .flatten()
-            .ok_or_else(|| ClientError::Protocol(format!("unexpected output {}", c.index)))?;
-        let io = |e: std::io::Error| ClientError::Output {
-            path: dest.clone(),
-            source: e,
-        };
-        if !matches!(&self.open, Some((i, _, _)) if *i == c.index) {
-            if let Some(p) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-                tokio::fs::create_dir_all(p).await.map_err(io)?;
-            }
-            let mut name = dest.file_name().unwrap_or_default().to_os_string();
-            name.push(".kiln-partial");
-            let partial = dest.with_file_name(name);
-            let f = tokio::fs::File::create(&partial).await.map_err(io)?;
-            self.open = Some((c.index, f, partial));
-        }
-        if let Some((_, f, partial)) = &mut self.open {
-            f.write_all(&c.data).await.map_err(io)?;
-            if c.eof {
-                f.flush().await.map_err(io)?;
-                tokio::fs::rename(&partial, &dest).await.map_err(io)?;
-                self.open = None;
-            }
-        }
-        Ok(())
     }
 }

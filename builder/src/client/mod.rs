@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod context;
+pub mod output;
 pub mod session;
 pub mod tls;
 
@@ -18,7 +19,8 @@ pub type Client = ControlClient<tonic::transport::Channel>;
 pub enum ClientError {
     #[error("kilnd address {0}")]
     Address(String),
-    #[error("cannot reach kilnd at {addr}: {source}")]
+    // The source is not repeated here: the error chain shows it.
+    #[error("cannot reach kilnd at {addr}")]
     Connect {
         addr: String,
         #[source]
@@ -33,7 +35,7 @@ pub enum ClientError {
     Context(#[from] crate::worker::context::ContextError),
     #[error("{0}")]
     Protocol(String),
-    #[error("writing the output {}: {source}", path.display())]
+    #[error("writing the output {}", path.display())]
     Output {
         path: PathBuf,
         #[source]

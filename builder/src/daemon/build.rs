@@ -104,17 +104,13 @@ async fn run(
     };
     let mut outputs =
         OutputSpec::from_cli(&start.outputs, &start.tags, start.push).map_err(invalid)?;
-    if let Some(o) = outputs
-        .iter()
-        .find(|o| matches!(o, OutputSpec::Local { .. }))
-    {
-        let dest = o
-            .host_path()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
-        return Err(invalid(format!(
-            "output to the directory {dest}: builds through kilnd cannot send directories back yet (use type=tar, or build without kilnd)"
-        )));
+    for o in &mut outputs {
+        // A directory on the client travels as a tar stream, which the client extracts.
+        if matches!(o, OutputSpec::Local { .. }) {
+            *o = OutputSpec::Tar {
+                dest: Default::default(),
+            };
+        }
     }
     let mut entitlements = kiln_frontend::Entitlements::default();
     for a in &start.allow {

@@ -57,18 +57,7 @@ pub fn apply_layer(reader: impl Read, dest: &Path, lowers: &[PathBuf]) -> Result
         stats: ApplyStats::default(),
         buf: vec![0; 256 * 1024],
     };
-    let mut ar = tar::Archive::new(reader);
-    let entries = ar
-        .entries()
-        .map_err(|e| LayerError::Invalid(format!("reading tar: {e}")))?;
-    for entry in entries {
-        let mut entry = entry.map_err(|e| LayerError::Invalid(format!("reading tar: {e}")))?;
-        ap.stats.entries += 1;
-        let raw = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw).into_owned();
-        ap.entry(&mut entry, &raw)
-            .map_err(|e| into_layer_err(e, &shown))?;
-    }
+    ap.stats.entries = each_entry(reader, |entry, raw| ap.entry(entry, raw))?;
     ap.finish_dir_times()
         .map_err(|e| into_layer_err(e, "<directory times>"))?;
     debug!(dest = %dest.display(), stats = ?ap.stats, "layer applied");
@@ -111,39 +100,13 @@ impl Applier {
         let n = OsStr::from_bytes(name);
         match etype {
             EntryType::Regular | EntryType::Continuous => {
-                replace(p, name, false)?;
-                let fd = rfs::openat(
-                    p,
-                    n,
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )?;
-                let mut f = File::from(fd);
-                loop {
-                    let k = entry.read(&mut self.buf)?;
-                    if k == 0 {
-                        break;
-                    }
-                    f.write_all(&self.buf[..k])?;
-                    self.stats.bytes += k as u64;
-                }
+                let (f, bytes) = write_file(p, name, entry, &mut self.buf)?;
+                self.stats.bytes += bytes;
                 set_fd_attrs(f.as_fd(), &attrs)?;
                 rfs::futimens(&f, &times(attrs.mtime))?;
             }
             EntryType::Directory => {
-                if !replace(p, name, true)? {
-                    rfs::mkdirat(p, n, Mode::from_raw_mode(0o700))?;
-                }
-                let fd = rfs::openat(
-                    p,
-                    n,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
+                let fd = make_dir(p, name)?;
                 set_fd_attrs(fd.as_fd(), &attrs)?;
                 self.dir_times.push((comps.clone(), attrs.mtime));
             }
@@ -329,35 +292,8 @@ impl Applier {
     /// Opens directory `comps`, creating missing ones. A created directory copies owner, mode
     /// and mtime from the nearest lower that has it, so the merged view keeps them.
     fn ensure_dir(&mut self, comps: &[Vec<u8>]) -> EResult<OwnedFd> {
-        match self.root.open_dir(comps) {
-            Ok(fd) => return Ok(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let mut cur = self.root.open_dir(&[])?;
-        for i in 0..comps.len() {
-            match self.root.open_dir(&comps[..=i]) {
-                Ok(fd) => {
-                    cur = fd;
-                    continue;
-                }
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-                Err(e) => return Err(e.into()),
-            }
-            let name = &comps[i];
-            match rfs::mkdirat(&cur, OsStr::from_bytes(name), Mode::from_raw_mode(0o755)) {
-                Ok(()) => {}
-                Err(rustix::io::Errno::EXIST) => {
-                    // Exists yet did not resolve: a symlink leading nowhere inside dest.
-                    return Err(EntryError::Unsafe(format!(
-                        "parent {:?} is a symlink that does not resolve inside the layer",
-                        String::from_utf8_lossy(
-                            &safefs::join(&comps[..=i]).into_os_string().into_vec()
-                        )
-                    )));
-                }
-                Err(e) => return Err(e.into()),
-            }
+        let (lowers, dir_times) = (&self.lowers, &mut self.dir_times);
+        open_dirs(&self.root, comps, &mut |made, fd| {
             let mut attrs = Attrs {
                 uid: 0,
                 gid: 0,
@@ -369,8 +305,8 @@ impl Applier {
                 xattrs: Vec::new(),
             };
             let mut from_lower = false;
-            for l in &self.lowers {
-                if let Some(st) = l.stat(&comps[..=i])? {
+            for l in lowers {
+                if let Some(st) = l.stat(made)? {
                     if safefs::file_type(&st) == FileType::Directory {
                         attrs.uid = st.st_uid;
                         attrs.gid = st.st_gid;
@@ -384,52 +320,163 @@ impl Applier {
                     break;
                 }
             }
-            let fd = rfs::openat(
-                &cur,
-                OsStr::from_bytes(name),
-                OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::empty(),
-            )?;
-            set_fd_attrs(fd.as_fd(), &attrs)?;
+            set_fd_attrs(fd, &attrs)?;
             if from_lower {
-                self.dir_times.push((comps[..=i].to_vec(), attrs.mtime));
+                dir_times.push((made.to_vec(), attrs.mtime));
             }
-            cur = self.root.open_dir(&comps[..=i])?;
-        }
-        Ok(cur)
+            Ok(())
+        })
     }
 
     fn finish_dir_times(&mut self) -> EResult<()> {
-        for (comps, mtime) in self.dir_times.iter().rev() {
-            let t = times(*mtime);
-            let Some((name, dir)) = comps.split_last() else {
-                rfs::utimensat(self.root.fd(), ".", &t, AtFlags::empty())?;
-                continue;
-            };
-            let parent = match self.root.open_dir(dir) {
-                Ok(p) => p,
-                Err(e) if is_missing(&e) => continue, // replaced later in the archive
-                Err(e) => return Err(e.into()),
-            };
-            match stat_name(parent.as_fd(), name)? {
-                Some(st) if safefs::file_type(&st) == FileType::Directory => {
-                    rfs::utimensat(
-                        &parent,
-                        OsStr::from_bytes(name),
-                        &t,
-                        AtFlags::SYMLINK_NOFOLLOW,
-                    )?;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        set_dir_times(&self.root, &self.dir_times)
     }
+}
+
+/// Hands every member of the tar `reader` to `f` with its raw path; errors name the member.
+/// Returns how many members there were.
+pub(super) fn each_entry<R: Read>(
+    reader: R,
+    mut f: impl FnMut(&mut tar::Entry<'_, R>, &[u8]) -> EResult<()>,
+) -> Result<u64> {
+    let mut ar = tar::Archive::new(reader);
+    let entries = ar
+        .entries()
+        .map_err(|e| LayerError::Invalid(format!("reading tar: {e}")))?;
+    let mut n = 0;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| LayerError::Invalid(format!("reading tar: {e}")))?;
+        n += 1;
+        let raw = entry.path_bytes().into_owned();
+        f(&mut entry, &raw).map_err(|e| into_layer_err(e, &String::from_utf8_lossy(&raw)))?;
+    }
+    Ok(n)
+}
+
+/// Told of each directory [`open_dirs`] makes: its components, and an fd of it.
+pub(super) type MadeDir<'a> = dyn FnMut(&[Vec<u8>], BorrowedFd<'_>) -> EResult<()> + 'a;
+
+/// Opens directory `comps` in `root`, making missing ones (mode 0755); `made` is told of each
+/// made directory (its components, an fd of it) before anything goes in it.
+pub(super) fn open_dirs(
+    root: &Root,
+    comps: &[Vec<u8>],
+    made: &mut MadeDir<'_>,
+) -> EResult<OwnedFd> {
+    match root.open_dir(comps) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut cur = root.open_dir(&[])?;
+    for i in 0..comps.len() {
+        match root.open_dir(&comps[..=i]) {
+            Ok(fd) => {
+                cur = fd;
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let name = &comps[i];
+        match rfs::mkdirat(&cur, OsStr::from_bytes(name), Mode::from_raw_mode(0o755)) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::EXIST) => {
+                // Exists yet did not resolve: a symlink leading nowhere inside dest.
+                return Err(EntryError::Unsafe(format!(
+                    "parent {:?} is a symlink that does not resolve inside the destination",
+                    String::from_utf8_lossy(
+                        &safefs::join(&comps[..=i]).into_os_string().into_vec()
+                    )
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let fd = rfs::openat(
+            &cur,
+            OsStr::from_bytes(name),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        made(&comps[..=i], fd.as_fd())?;
+        cur = root.open_dir(&comps[..=i])?;
+    }
+    Ok(cur)
+}
+
+/// Sets the recorded directory mtimes, deepest last-recorded first (creating children changed
+/// them); directories replaced since are skipped.
+pub(super) fn set_dir_times(root: &Root, dir_times: &[(Vec<Vec<u8>>, Timespec)]) -> EResult<()> {
+    for (comps, mtime) in dir_times.iter().rev() {
+        let t = times(*mtime);
+        let Some((name, dir)) = comps.split_last() else {
+            rfs::utimensat(root.fd(), ".", &t, AtFlags::empty())?;
+            continue;
+        };
+        let parent = match root.open_dir(dir) {
+            Ok(p) => p,
+            Err(e) if is_missing(&e) => continue, // replaced later in the archive
+            Err(e) => return Err(e.into()),
+        };
+        match stat_name(parent.as_fd(), name)? {
+            Some(st) if safefs::file_type(&st) == FileType::Directory => {
+                rfs::utimensat(
+                    &parent,
+                    OsStr::from_bytes(name),
+                    &t,
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Creates `name` in `dir` (replacing what is there, never following a symlink) with the
+/// entry's contents, read through `buf`; the file, and how many bytes it got.
+pub(super) fn write_file(
+    dir: BorrowedFd<'_>,
+    name: &[u8],
+    entry: &mut impl Read,
+    buf: &mut [u8],
+) -> EResult<(File, u64)> {
+    replace(dir, name, false)?;
+    let fd = rfs::openat(
+        dir,
+        OsStr::from_bytes(name),
+        OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::from_raw_mode(0o600),
+    )?;
+    let mut f = File::from(fd);
+    let mut bytes = 0;
+    loop {
+        let k = entry.read(buf)?;
+        if k == 0 {
+            return Ok((f, bytes));
+        }
+        f.write_all(&buf[..k])?;
+        bytes += k as u64;
+    }
+}
+
+/// Directory `name` in `dir`, made unless one is there (whatever else is, is replaced).
+pub(super) fn make_dir(dir: BorrowedFd<'_>, name: &[u8]) -> EResult<OwnedFd> {
+    let n = OsStr::from_bytes(name);
+    if !replace(dir, name, true)? {
+        rfs::mkdirat(dir, n, Mode::from_raw_mode(0o700))?;
+    }
+    Ok(rfs::openat(
+        dir,
+        n,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?)
 }
 
 /// Makes room for `name`: keeps an existing directory when `want_dir` (returns true), else
 /// removes whatever is there (a later archive member replaces an earlier one).
-fn replace(dir: BorrowedFd<'_>, name: &[u8], want_dir: bool) -> EResult<bool> {
+pub(super) fn replace(dir: BorrowedFd<'_>, name: &[u8], want_dir: bool) -> EResult<bool> {
     match stat_name(dir, name)? {
         None => Ok(false),
         Some(st) if want_dir && safefs::file_type(&st) == FileType::Directory => Ok(true),

@@ -137,7 +137,7 @@ fn parse_pax_time(v: &str) -> Option<Timespec> {
 }
 
 /// rustix ids; -1 means "unchanged" to the kernel, so it is rejected rather than passed on.
-fn ids(a: &Attrs) -> EResult<(rfs::Uid, rfs::Gid)> {
+pub(super) fn ids(a: &Attrs) -> EResult<(rfs::Uid, rfs::Gid)> {
     if a.uid == u32::MAX || a.gid == u32::MAX {
         return Err(EntryError::Unsafe("owner id 4294967295 is reserved".into()));
     }

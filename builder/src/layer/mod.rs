@@ -10,6 +10,7 @@ mod attrs;
 pub mod compress;
 pub mod decompress;
 mod diff;
+pub mod extract;
 mod lowers;
 mod safefs;
 pub mod tarwrite;
