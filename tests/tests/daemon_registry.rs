@@ -121,3 +121,72 @@ fn daemon_pushes_with_the_clients_credentials_only() {
         .unwrap();
     assert!(!grep.success(), "the password is stored under kilnd's root");
 }
+
+#[test]
+fn daemon_pulls_and_pushes_its_store_with_the_clients_credentials() {
+    let Some(env) = env("daemon_pulls_and_pushes_its_store_with_the_clients_credentials") else {
+        return;
+    };
+    let reg = private_registry();
+    let host = reg.host();
+    let d = Kilnd::start(&env);
+    let docker = logged_in(&env, &host);
+    let nobody = env.path("nobody-docker");
+    std::fs::create_dir_all(&nobody).unwrap();
+    let ctx = env.context("ctx", "FROM $BASE\nRUN echo stored > /s\n", &[]);
+    build_ok(&env, &d, &ctx, &["-t", "local/app:1"]);
+
+    // kiln push from the daemon's store: refused without the client's credentials.
+    let dest = format!("{host}/team/app:2");
+    let push = ["push", "--progress", "plain", "local/app:1", &dest];
+    let out = client(&env, &d, &nobody, &push);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("log in"), "{}", stderr(&out));
+    let out = client(&env, &d, &docker, &push);
+    assert!(
+        out.status.success(),
+        "{}\nkilnd:\n{}",
+        stderr(&out),
+        d.logs()
+    );
+    let said = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        said.starts_with(&format!("{dest}: digest: sha256:")),
+        "{said}"
+    );
+    assert!(
+        stderr(&out).contains("blob(s) uploaded"),
+        "{}",
+        stderr(&out)
+    );
+    let digest = said.split_whitespace().nth(2).unwrap().to_string();
+
+    // kiln pull into another daemon's store, the same way.
+    let other = env.path("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let d2 = Kilnd::start_in(&env, &other);
+    let out = client(&env, &d2, &nobody, &["pull", &dest]);
+    assert!(!out.status.success());
+    let out = client(&env, &d2, &docker, &["pull", &dest]);
+    assert!(
+        out.status.success(),
+        "{}\nkilnd:\n{}",
+        stderr(&out),
+        d2.logs()
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), dest);
+    assert!(
+        stderr(&out).contains(&format!("Digest: {digest}")),
+        "{}",
+        stderr(&out)
+    );
+    let out = client(&env, &d2, &docker, &["pull", "-q", &dest]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), digest);
+    let images = client(&env, &d2, &nobody, &["images"]);
+    assert!(
+        String::from_utf8_lossy(&images.stdout).contains(&format!("{host}/team/app")),
+        "{}",
+        stderr(&images)
+    );
+    assert!(!d.logs().contains(PASSWORD) && !d2.logs().contains(PASSWORD));
+}

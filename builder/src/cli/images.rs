@@ -2,17 +2,18 @@
 
 use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
-use kiln_frontend::image::History;
 use kiln_frontend::ImageConfig;
-use kiln_registry::oci::{media_type, Descriptor, Manifest};
+use kiln_registry::oci::{Descriptor, Manifest};
 use kiln_solver::llb::Digest;
 
 use super::units::human_size;
-use crate::engine::{normalize_name, Engine};
-use crate::export::archive::{load_archive, write_archive, ArchiveFormat, ArchiveImage};
+use crate::daemon::proto::{LoadStart, Removed};
+use crate::engine::Engine;
+use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
 use crate::store::images::ImageRecord;
 
 #[derive(Args, Debug)]
@@ -26,11 +27,7 @@ pub struct ImagesArgs {
 }
 
 fn record(engine: &Engine, name: &str) -> Result<ImageRecord> {
-    let n = normalize_name(name)?;
-    engine
-        .images
-        .get(&n)?
-        .ok_or_else(|| anyhow!("no such image: {name}"))
+    Ok(engine.image_record(name)?)
 }
 
 /// Manifest + total layer size of a stored image.
@@ -93,24 +90,41 @@ pub fn list(engine: &Engine, args: ImagesArgs) -> Result<()> {
 }
 
 pub fn tag(engine: &Engine, source: &str, target: &str) -> Result<()> {
-    let r = record(engine, source)?;
-    let t = normalize_name(target)?;
-    engine.images.put(&t, &r.digest, &r.media_type, r.size)?;
-    Ok(())
+    Ok(engine.tag(source, target)?)
+}
+
+pub async fn tag_remote(addr: &str, source: &str, target: &str) -> Result<()> {
+    Ok(crate::client::store::tag(addr, source, target).await?)
 }
 
 pub fn rmi(engine: &Engine, names: &[String]) -> Result<()> {
+    report_removed(names.iter().map(|n| Removed {
+        name: n.clone(),
+        ..match engine.untag(n) {
+            Ok(r) => Removed {
+                untagged: r.name,
+                ..Default::default()
+            },
+            Err(e) => Removed {
+                error: e.to_string(),
+                ..Default::default()
+            },
+        }
+    }))
+}
+
+pub async fn rmi_remote(addr: &str, names: &[String]) -> Result<()> {
+    report_removed(crate::client::store::remove(addr, names).await?.into_iter())
+}
+
+fn report_removed(removed: impl Iterator<Item = Removed>) -> Result<()> {
     let mut failed = false;
-    for n in names {
-        match normalize_name(n)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| Ok(engine.images.remove(&c)?))
-        {
-            Ok(r) => println!("Untagged: {}", r.name),
-            Err(e) => {
-                eprintln!("ERROR: {n}: {e}");
-                failed = true;
-            }
+    for r in removed {
+        if r.error.is_empty() {
+            println!("Untagged: {}", r.untagged);
+        } else {
+            eprintln!("ERROR: {}: {}", r.name, r.error);
+            failed = true;
         }
     }
     if failed {
@@ -163,94 +177,58 @@ pub async fn save(engine: &Engine, output: &Path, names: &[String]) -> Result<()
     Ok(())
 }
 
-pub async fn load(engine: &Engine, input: &Path) -> Result<()> {
+pub async fn load(engine: &Arc<Engine>, input: &Path) -> Result<()> {
     let f = std::fs::File::open(input).with_context(|| format!("opening {}", input.display()))?;
-    let content = engine.content.clone();
-    let loaded = tokio::task::spawn_blocking(move || {
-        load_archive(&content, std::io::BufReader::with_capacity(1 << 20, f))
-    })
-    .await??;
-    if loaded.is_empty() {
-        bail!("{} holds no image", input.display());
+    let e = engine.clone();
+    let loaded =
+        tokio::task::spawn_blocking(move || e.load(std::io::BufReader::with_capacity(1 << 20, f)))
+            .await?
+            .with_context(|| input.display().to_string())?;
+    for l in loaded {
+        report_loaded(&l.name.unwrap_or_default(), &l.digest);
     }
-    for (name, desc) in loaded {
-        match name {
-            Some(n) => {
-                let c = normalize_name(&n)?;
-                engine
-                    .images
-                    .put(&c, &desc.digest.to_string(), &desc.media_type, desc.size)?;
-                println!("Loaded image: {c}");
-            }
-            None => println!("Loaded image ID: {}", desc.digest),
+    Ok(())
+}
+
+fn report_loaded(name: &str, digest: &str) {
+    if name.is_empty() {
+        println!("Loaded image ID: {digest}");
+    } else {
+        println!("Loaded image: {name}");
+    }
+}
+
+/// `kiln load` and `kiln import` through kilnd: the archive is streamed to it.
+pub async fn load_remote(addr: &str, input: &Path, import_name: Option<&str>) -> Result<()> {
+    let start = LoadStart {
+        import_name: import_name.unwrap_or_default().to_string(),
+        source: input.display().to_string(),
+    };
+    let resp = match crate::client::store::load(addr, input, start).await {
+        // Names the file already.
+        Err(e @ crate::client::ClientError::Input { .. }) => return Err(e.into()),
+        r => r.with_context(|| input.display().to_string())?,
+    };
+    for i in resp.images {
+        if import_name.is_some() {
+            println!("{}", i.digest);
+        } else {
+            report_loaded(&i.name, &i.digest);
         }
     }
     Ok(())
 }
 
-pub async fn import(engine: &Engine, tarball: &Path, name: &str) -> Result<()> {
-    use crate::layer::compress::{Codec, HashingWriter, ParallelEncoder};
-    let canonical = normalize_name(name)?;
+pub async fn import(engine: &Arc<Engine>, tarball: &Path, name: &str) -> Result<()> {
     let f =
         std::fs::File::open(tarball).with_context(|| format!("opening {}", tarball.display()))?;
-    let content = engine.content.clone();
-    let (diff_id, blob) = tokio::task::spawn_blocking(
-        move || -> Result<(Digest, crate::store::content::Descriptor)> {
-            let mut reader =
-                crate::layer::decompressor(std::io::BufReader::with_capacity(1 << 20, f), None)?;
-            let enc = ParallelEncoder::new(content.writer()?, Codec::Gzip { level: 6 }, 0)?;
-            let mut hw = HashingWriter::new(enc);
-            std::io::copy(&mut reader, &mut hw)?;
-            let (enc, diff_id, _) = hw.finish();
-            let blob = enc.finish()?.commit(None)?;
-            Ok((diff_id, blob))
-        },
-    )
-    .await??;
-    let created = crate::export::image::now_rfc3339();
-    let mut config = ImageConfig {
-        architecture: "amd64".into(),
-        os: "linux".into(),
-        created: Some(created.clone()),
-        ..Default::default()
-    };
-    config.rootfs.diff_ids = vec![diff_id.to_string()];
-    config.history = vec![History {
-        created: Some(created),
-        created_by: Some(format!("kiln import {}", tarball.display())),
-        comment: Some("Imported from tarball".into()),
-        ..Default::default()
-    }];
-    let cfg = serde_json::to_vec(&config)?;
-    let cfg_desc = engine.content.ingest(&cfg[..], None)?;
-    let reg =
-        |d: &Digest| kiln_registry::digest::Digest::parse(d.as_str()).map_err(|e| anyhow!("{e}"));
-    let manifest = Manifest {
-        schema_version: 2,
-        media_type: Some(media_type::OCI_MANIFEST.into()),
-        artifact_type: None,
-        config: Descriptor::new(
-            media_type::OCI_CONFIG,
-            reg(&cfg_desc.digest)?,
-            cfg.len() as u64,
-        ),
-        layers: vec![Descriptor::new(
-            media_type::OCI_LAYER_GZIP,
-            reg(&blob.digest)?,
-            blob.size,
-        )],
-        subject: None,
-        annotations: Default::default(),
-    };
-    let mb = serde_json::to_vec(&manifest)?;
-    let md = engine.content.ingest(&mb[..], None)?;
-    engine.images.put(
-        &canonical,
-        md.digest.as_str(),
-        media_type::OCI_MANIFEST,
-        mb.len() as u64,
-    )?;
-    println!("{}", md.digest);
+    let (e, name, source) = (
+        engine.clone(),
+        name.to_string(),
+        tarball.display().to_string(),
+    );
+    let digest = tokio::task::spawn_blocking(move || e.import(f, &name, &source)).await??;
+    println!("{digest}");
     Ok(())
 }
 

@@ -260,15 +260,11 @@ async fn beside_daemon(
         .next()
         .unwrap_or_default()
         .to_lowercase();
+    // (The store commands that write, tag to push, go through kilnd.)
     let writes = matches!(
         cmd,
-        Command::Tag { .. }
-            | Command::Rmi { .. }
-            | Command::Load { .. }
-            | Command::Import { .. }
-            | Command::Pull(_)
-            // Takes the exclusive root lock, which would wait for kilnd forever.
-            | Command::Prune(_)
+        // Takes the exclusive root lock, which would wait for kilnd forever.
+        Command::Prune(_)
     );
     let refuse = |pid: u32, addr: &str, root: &str| {
         anyhow::anyhow!(
@@ -341,6 +337,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Command::Build(args) => return build::run_remote(daemon.addr(), args).await,
             Command::Info => return info::remote(daemon.addr()).await,
             Command::Debug(cmd) => return info::debug_remote(daemon.addr(), cmd).await,
+            // Store commands kilnd runs on its store (pull and push with this client's
+            // registry credentials).
+            Command::Tag { source, target } => {
+                return images::tag_remote(daemon.addr(), &source, &target).await
+            }
+            Command::Rmi { names } => return images::rmi_remote(daemon.addr(), &names).await,
+            Command::Load { input } => {
+                return images::load_remote(daemon.addr(), &input, None).await
+            }
+            Command::Import { tarball, name } => {
+                return images::load_remote(daemon.addr(), &tarball, Some(&name)).await
+            }
+            Command::Pull(args) => return registry::pull_remote(daemon.addr(), args).await,
+            Command::Push(args) => return registry::push_remote(daemon.addr(), args).await,
             ref other => {
                 (root, state) = beside_daemon(&daemon, other, root, state).await?;
             }

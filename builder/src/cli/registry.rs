@@ -3,14 +3,18 @@
 use std::io::{BufRead, IsTerminal, Read, Write};
 use std::sync::Arc;
 
+use crate::engine::pull::parse_platform;
 use anyhow::{anyhow, bail, Context, Result};
 use clap::Args;
 use kiln_registry::auth::registry_key;
 use kiln_registry::{Credentials, DockerConfig, RegistryClient};
 use kiln_solver::engine::Progress;
-use kiln_solver::llb::Platform;
 
 use super::progress::{Mode, Renderer};
+use crate::daemon::convert::pushed_to_wire;
+use crate::daemon::proto::registry_client_message::Msg;
+use crate::daemon::proto::registry_result::Done;
+use crate::daemon::proto::{PullRequest, PullResult, PulledLayer, PushRequest, Pushed};
 use crate::engine::{Engine, PushSpec};
 use crate::layer::Compression;
 
@@ -156,35 +160,59 @@ fn progress_mode(progress: &str, quiet: bool) -> Result<Mode> {
     })
 }
 
-pub fn parse_compression(s: &str) -> Result<Compression> {
-    match s {
-        "gzip" => Ok(Compression::Gzip),
-        "zstd" => Ok(Compression::Zstd),
-        "uncompressed" => Ok(Compression::None),
-        other => Err(anyhow!(
-            "unknown compression {other:?} (gzip, zstd or uncompressed)"
-        )),
-    }
+/// Runs `work` (which sends progress into the sender it is given) with the progress display
+/// `--progress`/`-q` ask for.
+async fn with_progress<F: std::future::Future>(
+    progress: &str,
+    quiet: bool,
+    work: impl FnOnce(Progress) -> F,
+) -> Result<F::Output> {
+    let mode = progress_mode(progress, quiet)?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (_stop_display, stop) = tokio::sync::oneshot::channel();
+    let renderer = tokio::spawn(Renderer::new(mode).run(rx, stop));
+    let result = work(Progress::new(tx)).await;
+    let _ = renderer.await;
+    Ok(result)
 }
 
 pub async fn push(engine: Arc<Engine>, args: PushArgs) -> Result<()> {
     let spec = PushSpec {
-        compression: parse_compression(&args.compression)?,
+        compression: Compression::parse(&args.compression).map_err(|e| anyhow!(e))?,
         oci_media_types: args.oci_mediatypes,
     };
-    let mode = progress_mode(&args.progress, args.quiet)?;
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let (_stop_display, stop) = tokio::sync::oneshot::channel();
-    let renderer = tokio::spawn(Renderer::new(mode).run(rx, stop));
-    let result = {
-        let progress = Progress::new(tx);
+    let out = with_progress(&args.progress, args.quiet, |progress| async move {
         engine
             .push_stored(&args.name, args.destination.as_deref(), spec, &progress)
             .await
-    };
-    let _ = renderer.await;
-    let out = result?;
-    if args.quiet {
+    })
+    .await??;
+    report_pushed(&pushed_to_wire(&out), args.quiet);
+    Ok(())
+}
+
+/// `kiln push` through kilnd, which asks this client for the registry's credentials.
+pub async fn push_remote(addr: &str, args: PushArgs) -> Result<()> {
+    Compression::parse(&args.compression).map_err(|e| anyhow!(e))?;
+    let req = Msg::Push(PushRequest {
+        name: args.name.clone(),
+        destination: args.destination.clone().unwrap_or_default(),
+        compression: args.compression.clone(),
+        oci_media_types: args.oci_mediatypes,
+    });
+    let r = with_progress(&args.progress, args.quiet, |progress| {
+        crate::client::store::transfer(addr, req, progress)
+    })
+    .await??;
+    match (r.done, r.error) {
+        (Some(Done::Push(p)), _) => report_pushed(&p, args.quiet),
+        (_, e) => bail!("{e}"),
+    }
+    Ok(())
+}
+
+fn report_pushed(out: &Pushed, quiet: bool) {
+    if quiet {
         println!("{}", out.digest);
     } else {
         eprintln!(
@@ -193,43 +221,58 @@ pub async fn push(engine: Arc<Engine>, args: PushArgs) -> Result<()> {
         );
         println!("{}: digest: {} size: {}", out.name, out.digest, out.size);
     }
-    Ok(())
 }
 
 pub async fn pull(engine: Arc<Engine>, args: PullArgs) -> Result<()> {
-    let platform = parse_platform(&args.platform)?;
+    let platform = parse_platform(&args.platform).map_err(|e| anyhow!(e))?;
     let (image, layers) = engine.pull(&args.name, &platform).await?;
-    if args.quiet {
-        println!("{}", image.manifest_digest);
-        return Ok(());
+    let result = PullResult {
+        name: image.name,
+        digest: image.manifest_digest.to_string(),
+        layers: layers
+            .into_iter()
+            .map(|(desc, downloaded)| PulledLayer {
+                digest: desc.digest.to_string(),
+                size: desc.size,
+                downloaded,
+            })
+            .collect(),
+    };
+    report_pulled(&result, args.quiet);
+    Ok(())
+}
+
+/// `kiln pull` into kilnd's store, with this client's registry credentials.
+pub async fn pull_remote(addr: &str, args: PullArgs) -> Result<()> {
+    parse_platform(&args.platform).map_err(|e| anyhow!(e))?;
+    let req = Msg::Pull(PullRequest {
+        name: args.name.clone(),
+        platform: args.platform.clone(),
+    });
+    // Pulls report no progress events; the sender is only there to be dropped.
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let r = crate::client::store::transfer(addr, req, Progress::new(tx)).await?;
+    match (r.done, r.error) {
+        (Some(Done::Pull(p)), _) => report_pulled(&p, args.quiet),
+        (_, e) => bail!("{e}"),
     }
-    for (desc, downloaded) in &layers {
-        let hex = desc.digest.hex();
+    Ok(())
+}
+
+fn report_pulled(r: &PullResult, quiet: bool) {
+    if quiet {
+        println!("{}", r.digest);
+        return;
+    }
+    for l in &r.layers {
+        let hex = l.digest.trim_start_matches("sha256:");
         let short = &hex[..hex.len().min(12)];
-        if *downloaded {
-            eprintln!("{short}: pull complete ({} bytes)", desc.size);
+        if l.downloaded {
+            eprintln!("{short}: pull complete ({} bytes)", l.size);
         } else {
             eprintln!("{short}: already exists");
         }
     }
-    eprintln!("Digest: {}", image.manifest_digest);
-    println!("{}", image.name);
-    Ok(())
-}
-
-fn parse_platform(s: &str) -> Result<Platform> {
-    let parts: Vec<&str> = s.split('/').collect();
-    match parts.as_slice() {
-        [os, arch] => Ok(Platform {
-            os: os.to_string(),
-            architecture: arch.to_string(),
-            variant: None,
-        }),
-        [os, arch, variant] => Ok(Platform {
-            os: os.to_string(),
-            architecture: arch.to_string(),
-            variant: Some(variant.to_string()),
-        }),
-        _ => bail!("invalid platform {s:?} (expected os/arch[/variant])"),
-    }
+    eprintln!("Digest: {}", r.digest);
+    println!("{}", r.name);
 }

@@ -4,6 +4,7 @@ pub mod build;
 pub mod context;
 pub mod output;
 pub mod session;
+pub mod store;
 pub mod tls;
 
 use std::path::{Path, PathBuf};
@@ -35,6 +36,12 @@ pub enum ClientError {
     Context(#[from] crate::worker::context::ContextError),
     #[error("{0}")]
     Protocol(String),
+    #[error("reading {}", path.display())]
+    Input {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("writing the output {}", path.display())]
     Output {
         path: PathBuf,

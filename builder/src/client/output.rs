@@ -8,6 +8,7 @@ use std::path::PathBuf;
 use tokio::sync::mpsc;
 
 use super::ClientError;
+use crate::daemon::chunks::{self, Piece};
 use crate::daemon::proto::OutputChunk;
 
 /// Where output `i` goes on the client.
@@ -16,12 +17,6 @@ pub enum OutputDest {
     File(PathBuf),
     /// A directory, sent as a tar stream.
     Dir(PathBuf),
-}
-
-/// A piece of a directory's tar stream; `End` tells a complete stream from a cut one.
-enum Piece {
-    Data(Vec<u8>),
-    End,
 }
 
 enum Open {
@@ -140,10 +135,10 @@ async fn open(index: u32, dest: &OutputDest) -> Result<Open, ClientError> {
                     path: dir.clone(),
                     source,
                 })?;
-            let (tx, rx) = mpsc::channel(8);
+            let (tx, reader) = chunks::channel(8);
             let dir = dir.clone();
             let extractor = tokio::task::spawn_blocking(move || {
-                crate::layer::extract::extract_tree(Pieces::new(rx), &dir)
+                crate::layer::extract::extract_tree(reader, &dir)
                     .map(|stats| tracing::debug!(?stats, dir = %dir.display(), "output extracted"))
                     .map_err(|e| ClientError::Output {
                         path: dir,
@@ -157,52 +152,6 @@ async fn open(index: u32, dest: &OutputDest) -> Result<Open, ClientError> {
                 extractor,
             })
         }
-    }
-}
-
-/// The tar stream as a blocking reader.
-struct Pieces {
-    rx: mpsc::Receiver<Piece>,
-    buf: Vec<u8>,
-    pos: usize,
-    ended: bool,
-}
-
-impl Pieces {
-    fn new(rx: mpsc::Receiver<Piece>) -> Pieces {
-        Pieces {
-            rx,
-            buf: Vec::new(),
-            pos: 0,
-            ended: false,
-        }
-    }
-}
-
-impl std::io::Read for Pieces {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.buf.len() {
-            if self.ended {
-                return Ok(0);
-            }
-            match self.rx.blocking_recv() {
-                Some(Piece::Data(d)) => {
-                    self.buf = d;
-                    self.pos = 0;
-                }
-                Some(Piece::End) => self.ended = true,
-                None => {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "the output's transfer was cut short",
-                    ))
-                }
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
     }
 }
 

@@ -227,7 +227,7 @@ async fn run(
         remote: Some(Arc::new(ClientSession::new(
             tx.clone(),
             inbound,
-            conns.clone(),
+            BuildStream(conns.clone()),
         ))),
         ..Default::default()
     };
@@ -274,6 +274,37 @@ async fn run(
     let mut result = build_result(&outcome);
     result.context = Some(stats);
     Ok(result)
+}
+
+/// A build's stream after the context transfer: session answers, and SSH frames that go to
+/// their conversation.
+struct BuildStream(super::ssh::Conns);
+
+impl super::session::SessionStream for BuildStream {
+    type In = proto::BuildClientMessage;
+    type Out = proto::BuildServerMessage;
+
+    fn request(req: proto::SessionRequest) -> Self::Out {
+        proto::BuildServerMessage {
+            msg: Some(Out::Session(req)),
+        }
+    }
+
+    fn answer(&mut self, m: Self::In) -> Option<proto::SessionResponse> {
+        match m.msg {
+            Some(Msg::Session(resp)) => return Some(resp),
+            Some(Msg::Ssh(frame)) => super::ssh::deliver(&self.0, frame),
+            _ => tracing::debug!("unexpected message from the client ignored"),
+        }
+        None
+    }
+
+    fn closed(&mut self) {
+        // Agent conversations end with the client.
+        if let Ok(mut c) = self.0.lock() {
+            c.clear();
+        }
+    }
 }
 
 /// Sends file output `index`, written at `path`, to the client.

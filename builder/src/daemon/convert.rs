@@ -147,17 +147,7 @@ pub fn build_result(r: &Result<BuildOutcome, BuildError>) -> proto::BuildResult 
             .map(|i| i.manifest.digest.to_string())
             .unwrap_or_default(),
         names: o.names.clone(),
-        pushes: o
-            .pushes
-            .iter()
-            .map(|p| proto::Pushed {
-                name: p.name.clone(),
-                digest: p.digest.to_string(),
-                uploaded: p.uploaded as u32,
-                existed: p.existed as u32,
-                mounted: p.mounted as u32,
-            })
-            .collect(),
+        pushes: o.pushes.iter().map(pushed_to_wire).collect(),
         containerd: o
             .containerd
             .iter()
@@ -166,6 +156,18 @@ pub fn build_result(r: &Result<BuildOutcome, BuildError>) -> proto::BuildResult 
         warnings: warnings_to_wire(&o.warnings),
         error: None,
         context: None,
+    }
+}
+
+/// What a push did, for the client.
+pub fn pushed_to_wire(p: &crate::engine::PushOutcome) -> proto::Pushed {
+    proto::Pushed {
+        name: p.name.clone(),
+        digest: p.digest.to_string(),
+        uploaded: p.uploaded as u32,
+        existed: p.existed as u32,
+        mounted: p.mounted as u32,
+        size: p.size,
     }
 }
 

@@ -2,6 +2,7 @@
 //! engine, where it listens (unix socket, socket activation) and how it talks to systemd.
 
 mod build;
+pub mod chunks;
 pub mod config;
 pub mod contexts;
 pub mod convert;
@@ -14,8 +15,10 @@ pub mod server;
 pub mod service;
 pub mod session;
 pub mod ssh;
+pub mod store;
 pub mod sync;
 pub mod tls;
+pub mod transfer;
 
 pub mod proto {
     //! The generated gRPC types and stubs (builder/proto/kiln/v1/control.proto).

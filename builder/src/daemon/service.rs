@@ -90,14 +90,60 @@ impl proto::control_server::Control for ControlService {
         &self,
         req: Request<Streaming<proto::BuildClientMessage>>,
     ) -> Result<Response<Self::BuildStream>, Status> {
+        self.serve_stream(|d, tx| super::build::serve(d, req.into_inner(), tx))
+    }
+
+    async fn tag(
+        &self,
+        req: Request<proto::TagRequest>,
+    ) -> Result<Response<proto::TagResponse>, Status> {
+        super::store::tag(&self.0, req.into_inner()).map(Response::new)
+    }
+
+    async fn remove_images(
+        &self,
+        req: Request<proto::RemoveImagesRequest>,
+    ) -> Result<Response<proto::RemoveImagesResponse>, Status> {
+        Ok(Response::new(super::store::remove(
+            &self.0,
+            req.into_inner(),
+        )))
+    }
+
+    async fn load(
+        &self,
+        req: Request<Streaming<proto::LoadRequest>>,
+    ) -> Result<Response<proto::LoadResponse>, Status> {
+        super::store::load(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type RegistryStream = ReceiverStream<Result<proto::RegistryServerMessage, Status>>;
+
+    async fn registry(
+        &self,
+        req: Request<Streaming<proto::RegistryClientMessage>>,
+    ) -> Result<Response<Self::RegistryStream>, Status> {
+        self.serve_stream(|d, tx| super::transfer::serve(d, req.into_inner(), tx))
+    }
+}
+
+impl ControlService {
+    /// Runs `serve` for a call answered with a stream, tracked with the builds: a stopping
+    /// daemon cancels it and waits for it to unwind.
+    fn serve_stream<M: Send + 'static, F>(
+        &self,
+        serve: impl FnOnce(Arc<Daemon>, tokio::sync::mpsc::Sender<Result<M, Status>>) -> F,
+    ) -> Result<Response<ReceiverStream<Result<M, Status>>>, Status>
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
         if self.0.shutdown.is_cancelled() {
             return Err(Status::unavailable("kilnd is shutting down"));
         }
         let (tx, rx) = tokio::sync::mpsc::channel(64);
-        let daemon = self.0.clone();
-        self.0
-            .builds
-            .spawn(super::build::serve(daemon, req.into_inner(), tx));
+        self.0.builds.spawn(serve(self.0.clone(), tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -6,30 +6,47 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use futures::future::BoxFuture;
 use tokio::sync::oneshot;
-use tonic::Streaming;
+use tonic::{Status, Streaming};
 
-use super::proto::build_client_message::Msg;
-use super::proto::build_server_message::Msg as Out;
 use super::proto::{self, session_request::What, SessionRequest, SessionResponse};
 use crate::worker::mounts::{RemoteSession, SessionError};
 use kiln_registry::Credentials;
 
-type Tx = tokio::sync::mpsc::Sender<Result<proto::BuildServerMessage, tonic::Status>>;
 type Pending = Arc<Mutex<HashMap<u64, oneshot::Sender<SessionResponse>>>>;
 
 /// Answers already given for registry hosts, one cell per host so that concurrent pulls
 /// ask the client once.
 type Answers = Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Option<Credentials>>>>>;
 
+/// Sends a request to the client; false when the stream is gone.
+type Send = Box<dyn Fn(SessionRequest) -> BoxFuture<'static, bool> + std::marker::Send + Sync>;
+
+/// A stream that carries session requests and answers among its own messages (a build's, a
+/// pull's or push's).
+pub trait SessionStream: std::marker::Send + 'static {
+    /// What the client sends.
+    type In: prost::Message + Default + std::marker::Send + 'static;
+    /// What the daemon sends.
+    type Out: std::marker::Send + 'static;
+    /// `req` as one of the daemon's messages.
+    fn request(req: SessionRequest) -> Self::Out;
+    /// The answer `m` carries; other messages are the stream's own business.
+    fn answer(&mut self, m: Self::In) -> Option<SessionResponse>;
+    /// The client closed its side.
+    fn closed(&mut self) {}
+}
+
 pub struct ClientSession {
-    tx: Tx,
+    send: Send,
     next: AtomicU64,
     pending: Pending,
     reader: tokio::task::JoinHandle<()>,
     /// Held for this build (or command) only: never written anywhere.
     credentials: Answers,
 }
+
 impl Drop for ClientSession {
     fn drop(&mut self) {
         self.reader.abort();
@@ -37,40 +54,37 @@ impl Drop for ClientSession {
 }
 
 impl ClientSession {
-    /// Takes over the client's side of the stream (after the context transfer): from now on
-    /// it only answers requests.
-    /// SSH frames go to their conversation in `ssh`.
-    pub fn new(
-        tx: Tx,
-        mut inbound: Streaming<proto::BuildClientMessage>,
-        ssh: super::ssh::Conns,
+    /// Takes over the client's side of the stream (for a build, after the context transfer):
+    /// from now on the client only answers requests, sent through `tx`.
+    pub fn new<S: SessionStream>(
+        tx: tokio::sync::mpsc::Sender<Result<S::Out, Status>>,
+        mut inbound: Streaming<S::In>,
+        mut stream: S,
     ) -> ClientSession {
         let pending: Pending = Arc::default();
         let p = pending.clone();
         let reader = tokio::spawn(async move {
             while let Ok(Some(m)) = inbound.message().await {
-                match m.msg {
-                    Some(Msg::Session(resp)) => {
-                        let waiter = p.lock().ok().and_then(|mut p| p.remove(&resp.id));
-                        if let Some(w) = waiter {
-                            let _ = w.send(resp);
-                        }
-                    }
-                    Some(Msg::Ssh(frame)) => super::ssh::deliver(&ssh, frame),
-                    _ => tracing::debug!("unexpected message from the client ignored"),
+                let Some(resp) = stream.answer(m) else {
+                    continue;
+                };
+                let waiter = p.lock().ok().and_then(|mut p| p.remove(&resp.id));
+                if let Some(w) = waiter {
+                    let _ = w.send(resp);
                 }
             }
-            // The client is gone: whoever still waits gets an error (their senders drop), and
-            // agent conversations end.
+            // The client is gone: whoever still waits gets an error (their senders drop).
             if let Ok(mut p) = p.lock() {
                 p.clear();
             }
-            if let Ok(mut c) = ssh.lock() {
-                c.clear();
-            }
+            stream.closed();
+        });
+        let send: Send = Box::new(move |req| {
+            let tx = tx.clone();
+            Box::pin(async move { tx.send(Ok(S::request(req))).await.is_ok() })
         });
         ClientSession {
-            tx,
+            send,
             next: AtomicU64::new(1),
             pending,
             reader,
@@ -90,13 +104,7 @@ impl ClientSession {
             id: n,
             what: Some(what),
         };
-        let sent = self
-            .tx
-            .send(Ok(proto::BuildServerMessage {
-                msg: Some(Out::Session(req)),
-            }))
-            .await;
-        if sent.is_err() {
+        if !(self.send)(req).await {
             return Err("the client is gone".into());
         }
         let resp = rx.await.map_err(|_| "the client is gone".to_string())?;

@@ -3,6 +3,7 @@
 
 pub mod build;
 pub mod containerd;
+pub mod images;
 mod lock;
 pub mod output;
 pub(crate) mod pull;

@@ -143,15 +143,9 @@ impl OutputSpec {
         }
         let dest = kv.remove("dest").map(PathBuf::from);
         // buildx's option names; gzip is what every consumer reads.
-        let compression = match kv.remove("compression").as_deref() {
-            None | Some("gzip") => Compression::Gzip,
-            Some("zstd") => Compression::Zstd,
-            Some("uncompressed") => Compression::None,
-            Some(other) => {
-                return Err(format!(
-                    "unknown compression {other:?} (gzip, zstd or uncompressed)"
-                ))
-            }
+        let compression = match kv.remove("compression") {
+            None => Compression::Gzip,
+            Some(c) => Compression::parse(&c)?,
         };
         let need_dest =
             |d: Option<PathBuf>| d.ok_or_else(|| format!("output type={kind} needs dest=PATH"));

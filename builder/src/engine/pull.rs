@@ -40,6 +40,26 @@ pub fn normalize_name(name: &str) -> Result<String, PullError> {
         .map_err(|e| PullError::Reference(name.to_string(), e.to_string()))
 }
 
+/// `os/arch[/variant]`, as `--platform` takes it.
+pub fn parse_platform(s: &str) -> Result<Platform, String> {
+    let parts: Vec<&str> = s.split('/').collect();
+    match parts.as_slice() {
+        [os, arch] => Ok(Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: None,
+        }),
+        [os, arch, variant] => Ok(Platform {
+            os: os.to_string(),
+            architecture: arch.to_string(),
+            variant: Some(variant.to_string()),
+        }),
+        _ => Err(format!(
+            "invalid platform {s:?} (expected os/arch[/variant])"
+        )),
+    }
+}
+
 fn reg_platform(p: &Platform) -> kiln_registry::platform::Platform {
     kiln_registry::platform::Platform::new(&p.os, &p.architecture, p.variant.as_deref())
 }

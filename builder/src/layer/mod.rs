@@ -75,6 +75,18 @@ pub enum Compression {
 }
 
 impl Compression {
+    /// buildx's names: gzip, zstd, uncompressed.
+    pub fn parse(s: &str) -> std::result::Result<Compression, String> {
+        match s {
+            "gzip" => Ok(Compression::Gzip),
+            "zstd" => Ok(Compression::Zstd),
+            "uncompressed" => Ok(Compression::None),
+            other => Err(format!(
+                "unknown compression {other:?} (gzip, zstd or uncompressed)"
+            )),
+        }
+    }
+
     pub fn media_type(self) -> &'static str {
         match self {
             Compression::Gzip => MEDIA_TYPE_LAYER_GZIP,

@@ -26,13 +26,22 @@ impl Kilnd {
     }
 
     pub fn start_with(env: &Env, extra: &[&str]) -> Kilnd {
-        let sock = env.path("kilnd.sock");
-        let log = env.path("kilnd.log");
+        Self::spawn(env, &env.root(), &env.state(), env.dir.path(), extra)
+    }
+
+    /// A second daemon, with its root, state, socket and log under `dir`.
+    pub fn start_in(env: &Env, dir: &Path) -> Kilnd {
+        Self::spawn(env, &dir.join("root"), &dir.join("state"), dir, &[])
+    }
+
+    fn spawn(env: &Env, root: &Path, state: &Path, dir: &Path, extra: &[&str]) -> Kilnd {
+        let sock = dir.join("kilnd.sock");
+        let log = dir.join("kilnd.log");
         let child = Command::new(kilnd_bin(env))
             .arg("--root")
-            .arg(env.root())
+            .arg(root)
             .arg("--state")
-            .arg(env.state())
+            .arg(state)
             .arg("--addr")
             .arg(format!("unix://{}", sock.display()))
             .args(extra)
