@@ -115,11 +115,17 @@ pub fn incoming(
         let (tx, stop) = (tx.clone(), stop.clone());
         tokio::spawn(async move {
             loop {
-                let accepted = tokio::select! {
+                let stream = tokio::select! {
                     _ = stop.cancelled() => return,
-                    a = l.accept() => a,
+                    a = l.accept() => match a {
+                        Ok((s, _)) => s,
+                        Err(e) => {
+                            accept_failed(e).await;
+                            continue;
+                        }
+                    },
                 };
-                if tx.send(accepted.map(|(s, _)| Conn::Unix(s))).await.is_err() {
+                if tx.send(Ok(Conn::Unix(stream))).await.is_err() {
                     return;
                 }
             }
@@ -135,9 +141,7 @@ pub fn incoming(
                     a = l.accept() => match a {
                         Ok(a) => a,
                         Err(e) => {
-                            tracing::warn!("accepting a TCP connection: {e}");
-                            // E.g. out of file descriptors: give it a moment to pass.
-                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            accept_failed(e).await;
                             continue;
                         }
                     },
@@ -157,6 +161,12 @@ pub fn incoming(
         });
     }
     ReceiverStream::new(rx)
+}
+
+/// E.g. out of file descriptors: said, then given a moment to pass instead of spinning.
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("accepting a connection: {e}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
 async fn handshake(acceptor: TlsAcceptor, stream: TcpStream, peer: SocketAddr, tx: Tx) {
