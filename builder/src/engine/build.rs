@@ -204,6 +204,7 @@ impl Engine {
         let scope = crate::worker::scope::BuildScope {
             locals: HashMap::from([("context".to_string(), opts.context.clone())]),
             session: opts.session.clone(),
+            proxy_env: crate::worker::proxy_env::from_build_args(&opts.build_args),
         };
         // Downloads made only to compute cache keys that hit are dropped when the build ends
         // (another build running meanwhile that needs one of them downloads it again).

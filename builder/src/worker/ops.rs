@@ -197,6 +197,7 @@ impl KilnWorker {
             let mounts = self.run_mounts(e, inputs).await?;
             let mut env = e.meta.env.clone();
             env.extend(mounts.env.iter().cloned());
+            super::proxy_env::add_to(&mut env, &super::scope::current().proxy_env);
             let spec = ExecSpec {
                 rootfs: rootfs.clone(),
                 args: e.meta.args.clone(),

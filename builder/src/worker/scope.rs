@@ -15,6 +15,8 @@ pub struct BuildScope {
     /// Local directories by source name (`context`).
     pub locals: HashMap<String, PathBuf>,
     pub session: Arc<BuildSession>,
+    /// The proxy build args every RUN gets (`worker::proxy_env`), `KEY=value`.
+    pub proxy_env: Vec<String>,
 }
 
 tokio::task_local! {
@@ -41,6 +43,7 @@ mod tests {
         let scope = |dir: &str| BuildScope {
             locals: HashMap::from([("context".to_string(), PathBuf::from(dir))]),
             session: Arc::default(),
+            proxy_env: Vec::new(),
         };
         let look = || async {
             tokio::task::yield_now().await;
