@@ -437,3 +437,37 @@ fn proxy_build_args_reach_run_but_not_the_cache_key_or_history() {
     let (_, err) = build("http://proxy-b.invalid:3128", "proxy-b");
     assert!(err.contains("CACHED"), "{err}");
 }
+
+/// `--progress json`: one JSON object per progress event on stderr, for machines.
+#[test]
+fn json_progress_is_one_object_per_event() {
+    let Some(env) = env("json_progress_is_one_object_per_event") else {
+        return;
+    };
+    let ctx = env.context("json", "FROM $BASE\nRUN echo hello-json\n", &[]);
+    let out = env.ok(&[
+        "build",
+        "--progress",
+        "json",
+        "-t",
+        "json:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "started"
+        && e["name"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RUN echo hello-json")));
+    assert!(events.iter().any(|e| e["event"] == "log"
+        && e["data"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hello-json")));
+    assert!(events.iter().any(|e| e["event"] == "done"), "{err}");
+}

@@ -1,7 +1,6 @@
 //! `kiln build`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,7 +34,7 @@ pub struct BuildArgs {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Progress output: auto, plain, tty, or quiet.
+    /// Progress output: auto, plain, tty, json, or quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Output destination: type=image|oci|docker|local|tar|containerd[,dest=PATH][,name=NAME][,namespace=NS][,address=SOCK][,unpack=BOOL][,rewrite-timestamp=BOOL]; repeatable.
@@ -114,14 +113,7 @@ fn session(args: &BuildArgs) -> Result<BuildSession> {
 
 /// `--progress` (and `-q`) as a display mode.
 pub(crate) fn progress_mode(args: &BuildArgs) -> Result<Mode> {
-    let mode = match args.progress.as_str() {
-        "auto" if std::io::stderr().is_terminal() => Mode::Tty,
-        "auto" | "plain" => Mode::Plain,
-        "tty" => Mode::Tty,
-        "quiet" => Mode::Quiet,
-        other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
-    };
-    Ok(if args.quiet { Mode::Quiet } else { mode })
+    Mode::parse(&args.progress, args.quiet).map_err(|e| anyhow!(e))
 }
 
 pub(crate) fn check_context(args: &BuildArgs) -> Result<()> {
