@@ -15,6 +15,8 @@ pub struct BuildScope {
     /// Local directories by source name (`context`).
     pub locals: HashMap<String, PathBuf>,
     pub session: Arc<BuildSession>,
+    /// RUN containers' memory and CPU limits (the build's, else the engine's defaults).
+    pub resources: super::exec::Resources,
 }
 
 tokio::task_local! {
@@ -41,6 +43,7 @@ mod tests {
         let scope = |dir: &str| BuildScope {
             locals: HashMap::from([("context".to_string(), PathBuf::from(dir))]),
             session: Arc::default(),
+            resources: Default::default(),
         };
         let look = || async {
             tokio::task::yield_now().await;
