@@ -504,4 +504,25 @@ fn max_parallelism_one_serialises_independent_stages() {
         progress.contains("waiting for a free step slot"),
         "the waiting step says why:\n{progress}"
     );
+    drop(d);
+
+    // Embedded, from kiln.toml's [worker].
+    let config = env.path("kiln.toml");
+    std::fs::write(&config, "[worker]\nmax_parallelism = 1\n").unwrap();
+    let embedded = out_dir("embedded");
+    env.ok(&[
+        "--config",
+        config.to_str().unwrap(),
+        "build",
+        "--no-cache",
+        "-o",
+        &format!("type=local,dest={}", embedded.display()),
+        ctx.to_str().unwrap(),
+    ]);
+    let t = stage_times(&embedded);
+    eprintln!(
+        "embedded, max_parallelism = 1: {t:?}, overlap {:.2}s",
+        overlap(&t)
+    );
+    assert_eq!(overlap(&t), 0.0, "{t:?}");
 }

@@ -220,6 +220,8 @@ impl KilnWorker {
                 resources,
             };
             let vv = v.clone();
+            // Taken last, once the step has everything else (cache-mount locks included), and
+            // held only while it runs: a slot holder never waits for another step.
             let _slot = self.exec_slot(v).await?;
             let oom_before = resources
                 .memory
