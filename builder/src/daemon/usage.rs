@@ -87,13 +87,14 @@ pub async fn prune(
     let begun = std::time::Instant::now();
     let d = daemon.clone();
     let report = tokio::task::spawn_blocking(move || {
+        // Held until the prune is over, even if the client goes away meanwhile.
+        let _held = held;
         let stores = Stores::of(&d.engine).with_contexts(&d.contexts);
         gc::prune(&stores, &policy)
     })
     .await
     .map_err(internal)?
     .map_err(internal)?;
-    drop(held);
     tracing::info!(
         removed = report.removed.len(),
         freed = report.freed,

@@ -234,7 +234,13 @@ impl KilnWorker {
                     Default::default(),
                 )
                 .await
-                .map_err(other)?;
+                .map_err(|e| match e {
+                    // The runtime could not set the container up; limits are a likely cause.
+                    super::exec::ExecError::Runtime { .. } if !resources.is_empty() => other(
+                        format!("{e} (with RUN limits {resources}: does this host's cgroup setup allow them?)"),
+                    ),
+                    e => other(e),
+                })?;
             drop(_slot);
             drop(mounts);
             drop(guard);

@@ -42,14 +42,17 @@ impl Gc {
     }
 }
 
-/// One collection, with the gate held. `yield_to_builds`: stop between removals when a
-/// build waits. Blocking work runs on a blocking thread.
+/// One collection, with the gate `held` (until the collection is over, whatever happens to
+/// this future). `yield_to_builds`: stop between removals when a build waits. Blocking work
+/// runs on a blocking thread.
 async fn collect(
     daemon: &Arc<Daemon>,
+    held: gate::Collecting,
     yield_to_builds: bool,
 ) -> Result<(PruneReport, Duration), String> {
     let d = daemon.clone();
     tokio::task::spawn_blocking(move || {
+        let _held = held;
         let begun = Instant::now();
         let root = &d.engine.opts.root;
         let fs = FsSpace::of(root).map_err(|e| format!("{}: {e}", root.display()))?;
@@ -107,8 +110,7 @@ pub async fn run(daemon: Arc<Daemon>, stop: CancellationToken) {
                 }
             }
         };
-        let result = collect(&daemon, !forced).await;
-        drop(held);
+        let result = collect(&daemon, held, !forced).await;
         sched.ran(Instant::now());
         match result {
             Ok((report, took)) => {

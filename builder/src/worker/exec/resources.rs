@@ -95,6 +95,25 @@ impl Resources {
     }
 }
 
+/// As errors name them: `memory 32MiB, CPU 50000us per 100000us`.
+impl std::fmt::Display for Resources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(m) = self.memory_text() {
+            parts.push(format!("memory {m}"));
+        }
+        if let Some(q) = self.cpu_quota {
+            parts.push(format!(
+                "CPU {q}us per {}us",
+                self.cpu_period.unwrap_or(100_000)
+            ));
+        } else if let Some(p) = self.cpu_period {
+            parts.push(format!("CPU period {p}us"));
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
 /// The engine's limits on RUN steps.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct WorkerLimits {
@@ -148,6 +167,7 @@ mod tests {
         Resources::default().apply(&mut none);
         assert_eq!(none, json!({}));
         assert_eq!(r.memory_text().as_deref(), Some("32MiB"));
+        assert_eq!(r.to_string(), "memory 32MiB, CPU 50000us per 100000us");
     }
 
     #[test]
