@@ -15,6 +15,7 @@ use super::progress::{render_source_excerpt, Mode, Renderer, Shown};
 use crate::daemon::proto::BuildResult;
 use crate::engine::build::BuildError;
 use crate::engine::{BuildOptions, Engine, OutputSpec};
+use crate::worker::exec::Resources;
 use crate::worker::mounts::{parse_secret, parse_ssh, BuildSession};
 
 #[derive(Args, Debug)]
@@ -55,6 +56,18 @@ pub struct BuildArgs {
     /// (RUN --security=insecure); repeatable or comma-separated.
     #[arg(long = "allow")]
     pub allow: Vec<String>,
+    /// Memory limit of each RUN container (e.g. 512m, 2g); a step that needs more is killed.
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU time each RUN container may use per CFS period, in microseconds.
+    #[arg(long = "cpu-quota", conflicts_with = "cpus")]
+    pub cpu_quota: Option<i64>,
+    /// The CFS period --cpu-quota is of, in microseconds (default 100000).
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<u64>,
+    /// CPUs each RUN container may use (e.g. 1.5): a quota of that many periods.
+    #[arg(long)]
+    pub cpus: Option<f64>,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -165,6 +178,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         outputs,
         session: Arc::new(session(&args)?),
         entitlements: entitlements(&args.allow)?,
+        resources: resources(&args)?,
     };
     if args.check {
         let warnings = crate::engine::build::check(&opts)?;
@@ -323,6 +337,7 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         ssh: session.ssh.keys().cloned().collect(),
         allow: args.allow.clone(),
+        resources: Some(crate::daemon::convert::resources_to_wire(resources(&args)?)),
     };
     let started = std::time::Instant::now();
     let (context, file) = (args.context.clone(), args.file.clone());
@@ -344,6 +359,26 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         dockerfile: &dockerfile,
     }
     .show(args.quiet, started, shown)
+}
+
+/// `--memory`, `--cpu-quota`, `--cpu-period`, `--cpus`.
+pub(crate) fn resources(args: &BuildArgs) -> Result<Resources> {
+    let memory = match &args.memory {
+        Some(m) => Some(crate::units::parse_size(m).map_err(|e| anyhow!("--memory: {e}"))?),
+        None => None,
+    };
+    let cpu_quota = match args.cpus {
+        Some(n) => Some(Resources::cpus(n, args.cpu_period).map_err(|e| anyhow!(e))?),
+        None => args.cpu_quota,
+    };
+    let r = Resources {
+        memory,
+        cpu_quota,
+        cpu_period: args.cpu_period,
+    };
+    r.check()
+        .map_err(|(field, reason)| anyhow!("--{}: {reason}", field.replace('_', "-")))?;
+    Ok(r)
 }
 
 /// The `--allow` values.

@@ -10,10 +10,10 @@ use kiln_frontend::ImageConfig;
 use kiln_registry::oci::{media_type, Descriptor, Manifest};
 use kiln_solver::llb::Digest;
 
-use super::units::human_size;
 use crate::engine::{normalize_name, Engine};
 use crate::export::archive::{load_archive, write_archive, ArchiveFormat, ArchiveImage};
 use crate::store::images::ImageRecord;
+use crate::units::human_size;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {

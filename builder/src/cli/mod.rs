@@ -8,7 +8,6 @@ mod info;
 mod progress;
 mod prune;
 mod registry;
-mod units;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -230,8 +229,6 @@ async fn beside_daemon(
             | Command::Load { .. }
             | Command::Import { .. }
             | Command::Pull(_)
-            // Takes the exclusive root lock, which would wait for kilnd forever.
-            | Command::Prune(_)
     );
     let refuse = |pid: u32, addr: &str, root: &str| {
         anyhow::anyhow!(
@@ -303,6 +300,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Command::Build(args) => return build::run_remote(daemon.addr(), args).await,
             Command::Info => return info::remote(daemon.addr()).await,
             Command::Debug(cmd) => return info::debug_remote(daemon.addr(), cmd).await,
+            Command::Prune(args) => return prune::prune_remote(daemon.addr(), args).await,
+            Command::Du(args) => return prune::du_remote(daemon.addr(), args).await,
             ref other => {
                 (root, state) = beside_daemon(&daemon, other, root, state).await?;
             }
@@ -319,6 +318,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .and_then(crate::config::Backend::parse),
             cli.containerd_address.as_deref(),
         ),
+        limits: config.worker_limits(),
     };
     // What deletes waits for running builds and keeps new ones out meanwhile.
     let engine = if matches!(cli.command, Command::Prune(_)) {

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod context;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 

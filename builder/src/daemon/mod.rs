@@ -5,6 +5,7 @@ mod build;
 pub mod config;
 pub mod contexts;
 pub mod convert;
+pub mod gc;
 pub mod listen;
 pub mod metrics;
 pub mod notify;
@@ -14,6 +15,7 @@ pub mod service;
 mod session;
 pub mod ssh;
 pub mod sync;
+pub mod usage;
 
 pub mod proto {
     //! The generated gRPC types and stubs (builder/proto/kiln/v1/control.proto).

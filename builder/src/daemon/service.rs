@@ -1,4 +1,5 @@
-//! The gRPC service: `Info`, and `Build` handed to [`super::build`].
+//! The gRPC service: `Info`, `Build` handed to [`super::build`], `DiskUsage` and `Prune`
+//! handed to [`super::usage`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub struct Daemon {
     /// Running builds, waited for at shutdown.
     pub builds: TaskTracker,
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Automatic GC, and the gate that keeps it and builds apart.
+    pub gc: Arc<super::gc::Gc>,
 }
 
 #[derive(Clone)]
@@ -95,9 +98,31 @@ impl proto::control_server::Control for ControlService {
         }
         let (tx, rx) = tokio::sync::mpsc::channel(64);
         let daemon = self.0.clone();
-        self.0
-            .builds
-            .spawn(super::build::serve(daemon, req.into_inner(), tx));
+        self.0.builds.spawn(async move {
+            super::build::serve(daemon.clone(), req.into_inner(), tx).await;
+            daemon.gc.build_ended();
+        });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn disk_usage(
+        &self,
+        req: Request<proto::DiskUsageRequest>,
+    ) -> Result<Response<proto::DiskUsageResponse>, Status> {
+        super::usage::disk_usage(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn prune(
+        &self,
+        req: Request<proto::PruneRequest>,
+    ) -> Result<Response<proto::PruneResponse>, Status> {
+        if self.0.shutdown.is_cancelled() {
+            return Err(Status::unavailable("kilnd is shutting down"));
+        }
+        super::usage::prune(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 }

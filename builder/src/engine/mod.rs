@@ -60,6 +60,8 @@ pub struct EngineOptions {
     /// How registries are reached: hosts, TLS, mirrors, credentials.
     pub registry: RegistryConfig,
     pub worker: WorkerBackend,
+    /// `[worker] max_parallelism` and RUN containers' default resources.
+    pub limits: crate::worker::exec::WorkerLimits,
 }
 
 impl Default for EngineOptions {
@@ -70,6 +72,7 @@ impl Default for EngineOptions {
             runtime: "runc".into(),
             registry: RegistryConfig::default(),
             worker: WorkerBackend::Overlay,
+            limits: Default::default(),
         }
     }
 }
@@ -208,6 +211,10 @@ impl Engine {
             agents_dir: opts.state.join("ssh-agents"),
             http: crate::worker::http_source::HttpSource::new().map_err(store_err)?,
             git: crate::worker::git_source::GitSource::new(opts.root.join("git")),
+            exec_slots: opts
+                .limits
+                .max_parallelism
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
         });
         Ok(Engine {
             opts,
