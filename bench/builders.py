@@ -69,6 +69,52 @@ class Kiln:
         pass
 
 
+class KilnDaemon:
+    """kiln as a client of a private kilnd (own root, state and socket): the context travels
+    over the daemon's API (only what changed, after the first build)."""
+    name = "kiln-daemon"
+
+    def __init__(self, binary, work, base):
+        self.binary = binary
+        self.kilnd = os.path.join(os.path.dirname(binary), "kilnd")
+        self.root = os.path.join(work, "kilnd-root")
+        self.state = os.path.join(work, "kilnd-state")
+        self.sock = os.path.join(work, "kilnd.sock")
+        self.base = base
+        self.log = os.path.join(work, "kilnd.log")
+        self.proc = None
+
+    def available(self):
+        return os.path.exists(self.kilnd)
+
+    def start(self):
+        argv = [self.kilnd, "--root", self.root, "--state", self.state, "--addr", "unix://" + self.sock]
+        self.proc = subprocess.Popen(argv, stdout=open(self.log, "ab"), stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        for _ in range(150):
+            if self.proc.poll() is not None:
+                raise BuildError("kilnd exited at start-up; log %s" % self.log)
+            if os.path.exists(self.sock):
+                return
+            time.sleep(0.2)
+        raise BuildError("kilnd did not listen within 30s; log %s" % self.log)
+
+    def build(self, ctx, tag, no_cache):
+        argv = [self.binary, "--addr", "unix://" + self.sock, "build", "--progress", "plain",
+                "--build-arg", "BASE=" + self.base, "-t", tag]
+        if no_cache:
+            argv.append("--no-cache")
+        run_logged(argv + [ctx], self.log)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
 class Docker:
     """A private dockerd (own data root, exec root and socket), configured as MACHINE.md says:
     no bridge, no iptables; builds therefore use --network=host."""

@@ -3,7 +3,7 @@
 
 Run by hand as root (never part of the tests):
 
-  bench/run.py [--runs N] [--only multistage,bigctx,parallel] [--kiln PATH]
+  bench/run.py [--runs N] [--only multistage,bigctx,parallel] [--kiln PATH] [--daemon]
                [--install-competitors] [--no-docker] [--no-buildah]
                [--files N] [--size-mb MB] [--work DIR] [--keep]
 
@@ -130,8 +130,11 @@ def print_table(rows, results, kiln_rss_kb):
     width = max(len(n) for n in names) + 2
     head = "%-*s" % (width, "workload (median)") + "".join("%12s" % c for c in cols)
     has_docker = "docker" in results
+    has_daemon = has_docker and "kiln-daemon" in results
     if has_docker:
         head += "%14s" % "kiln/docker"
+    if has_daemon:
+        head += "%16s" % "daemon/docker"
     print("\n" + head)
     print("-" * len(head))
     for n in names:
@@ -142,6 +145,12 @@ def print_table(rows, results, kiln_rss_kb):
             if isinstance(k, list) and isinstance(d, list):
                 ratio = "%.2f" % (statistics.median(k) / statistics.median(d))
             line += "%14s" % ratio
+        if has_daemon:
+            k, d = results["kiln-daemon"].get(n), results["docker"].get(n)
+            ratio = "-"
+            if isinstance(k, list) and isinstance(d, list):
+                ratio = "%.2f" % (statistics.median(k) / statistics.median(d))
+            line += "%16s" % ratio
         print(line)
     print("\nkiln peak RSS: %.1f MiB" % (kiln_rss_kb / 1024.0) if kiln_rss_kb else "\nkiln peak RSS: n/a")
 
@@ -191,6 +200,7 @@ def main():
     ap.add_argument("--only", default="multistage,bigctx,parallel", help="comma-separated workloads")
     ap.add_argument("--kiln", help="kiln binary (default: cargo build --release -p kiln)")
     ap.add_argument("--install-competitors", action="store_true", help="apt-install docker.io and buildah")
+    ap.add_argument("--daemon", action="store_true", help="also time kiln through a private kilnd")
     ap.add_argument("--no-docker", action="store_true")
     ap.add_argument("--no-buildah", action="store_true")
     ap.add_argument("--files", type=int, default=20000, help="bigctx: number of files")
@@ -214,6 +224,12 @@ def main():
     kiln = kiln_binary(opts.kiln)
     work = work_dir(opts.work, "kiln-bench-")
     blds = [builders.Kiln(kiln, work, opts.base)]
+    if opts.daemon:
+        d = builders.KilnDaemon(kiln, work, opts.base)
+        if d.available():
+            blds.append(d)
+        else:
+            print("kiln-daemon: no kilnd next to %s, skipped" % kiln)
     if not opts.no_docker:
         if builders.Docker.available():
             blds.append(builders.Docker(work, opts.base))

@@ -59,6 +59,15 @@ pub struct WorkerSection {
     pub namespace: Option<String>,
     /// containerd snapshotter; `overlayfs` when unset (the only one kiln can mount itself).
     pub snapshotter: Option<String>,
+    /// How many RUN steps run at once, across all builds of this engine; unset: no limit.
+    pub max_parallelism: Option<usize>,
+    /// RUN containers' memory limit when a build sets none (`kiln build --memory`).
+    #[serde(default, deserialize_with = "crate::units::deserialize_size")]
+    pub default_memory: Option<u64>,
+    /// RUN containers' CPU quota per period, in microseconds, when a build sets none.
+    pub default_cpu_quota: Option<i64>,
+    /// The CFS period the quota is of, in microseconds (the kernel's 100000 when unset).
+    pub default_cpu_period: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -183,6 +192,16 @@ impl KilnConfig {
         if let Some(dir) = &mut self.certs_dir {
             anchor(dir, base).map_err(|reason| invalid("certs_dir".into(), reason))?;
         }
+        let w = &self.worker;
+        if w.max_parallelism == Some(0) {
+            return Err(invalid(
+                "worker.max_parallelism".into(),
+                "must be at least 1 (leave it out for no limit)",
+            ));
+        }
+        if let Err((field, reason)) = self.worker_limits().defaults.check() {
+            return Err(invalid(format!("worker.default_{field}"), &reason));
+        }
         for (host, section) in &mut self.registry {
             let key = |field: &str| format!("registry.{}.{field}", toml_key(host));
             if let Err(reason) = check_host_key(host) {
@@ -200,6 +219,19 @@ impl KilnConfig {
             }
         }
         Ok(())
+    }
+
+    /// `[worker]`'s limits on RUN steps.
+    pub fn worker_limits(&self) -> crate::worker::exec::WorkerLimits {
+        let w = &self.worker;
+        crate::worker::exec::WorkerLimits {
+            max_parallelism: w.max_parallelism,
+            defaults: crate::worker::exec::Resources {
+                memory: w.default_memory,
+                cpu_quota: w.default_cpu_quota,
+                cpu_period: w.default_cpu_period,
+            },
+        }
     }
 
     /// The worker `[worker]` describes, with the command line's `backend` and `address`
@@ -466,8 +498,38 @@ http = true
         let e = parse_err("[gc]\nkeep_storage = 2\n");
         assert!(e.contains("unknown field `gc`"), "{e}");
         // And an unknown key of a section kiln has.
-        let e = parse_err("[worker]\nmax_parallelism = 2\n");
-        assert!(e.contains("worker.max_parallelism: "), "{e}");
+        let e = parse_err("[worker]\nmax_paralelism = 2\n");
+        assert!(e.contains("worker.max_paralelism: "), "{e}");
+    }
+
+    #[test]
+    fn worker_limits() {
+        let c = parse(
+            "[worker]\nmax_parallelism = 2\ndefault_memory = \"1GiB\"\n\
+             default_cpu_quota = 50000\ndefault_cpu_period = 100000\n",
+        )
+        .unwrap();
+        let l = c.worker_limits();
+        assert_eq!(l.max_parallelism, Some(2));
+        assert_eq!(l.defaults.memory, Some(1 << 30));
+        assert_eq!(l.defaults.cpu_quota, Some(50_000));
+        assert_eq!(l.defaults.cpu_period, Some(100_000));
+        assert_eq!(parse("").unwrap().worker_limits(), Default::default());
+        let e = parse_err("[worker]\nmax_parallelism = 0\n");
+        assert!(
+            e.contains("worker.max_parallelism: must be at least 1"),
+            "{e}"
+        );
+        let e = parse_err("[worker]\ndefault_memory = \"1m\"\n");
+        assert!(
+            e.contains("worker.default_memory: ") && e.contains("6MiB"),
+            "{e}"
+        );
+        let e = parse_err("[worker]\ndefault_memory = \"lots\"\n");
+        assert!(
+            e.contains("worker.default_memory: ") && e.contains("invalid size"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -10,5 +10,6 @@ pub mod export;
 pub mod gc;
 pub mod layer;
 pub mod store;
+pub mod units;
 pub mod worker;
 pub mod xattrs;

@@ -404,3 +404,70 @@ fn insecure_and_host_network_need_an_entitlement() {
     let nics = std::fs::read_to_string(dest.join("nics")).unwrap();
     assert!(nics.lines().any(|l| l == "lo"), "{nics}");
 }
+
+/// The predefined proxy ARGs reach every RUN without an ARG, in both cases, yet stay out of
+/// the cache key and the image history (BuildKit's rule); a declared ARG is an ordinary one.
+#[test]
+fn proxy_build_args_reach_run_but_not_the_cache_key_or_history() {
+    let Some(env) = env("proxy_build_args_reach_run_but_not_the_cache_key_or_history") else {
+        return;
+    };
+    let ctx = env.context(
+        "proxy",
+        "FROM $BASE\nRUN env | grep -i _proxy | sort > /proxies\n",
+        &[],
+    );
+    let build = |proxy: &str, name: &str| {
+        let arg = format!("HTTP_PROXY={proxy}");
+        let (bundle, err) = env.build_and_unpack(
+            &ctx,
+            &["--build-arg", &arg, "--build-arg", "no_proxy=localhost"],
+            name,
+        );
+        (bundle, err)
+    };
+    let (bundle, _) = build("http://proxy-a.invalid:3128", "proxy-a");
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/proxies")).unwrap(),
+        "HTTP_PROXY=http://proxy-a.invalid:3128\nNO_PROXY=localhost\nhttp_proxy=http://proxy-a.invalid:3128\nno_proxy=localhost\n"
+    );
+    let history = image_config(&bundle)["history"].to_string();
+    assert!(!history.contains("proxy-a"), "{history}");
+    // Another proxy: the step is a cache hit (the proxy is not part of what it built).
+    let (_, err) = build("http://proxy-b.invalid:3128", "proxy-b");
+    assert!(err.contains("CACHED"), "{err}");
+}
+
+/// `--progress json`: one JSON object per progress event on stderr, for machines.
+#[test]
+fn json_progress_is_one_object_per_event() {
+    let Some(env) = env("json_progress_is_one_object_per_event") else {
+        return;
+    };
+    let ctx = env.context("json", "FROM $BASE\nRUN echo hello-json\n", &[]);
+    let out = env.ok(&[
+        "build",
+        "--progress",
+        "json",
+        "-t",
+        "json:1",
+        ctx.to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(events.iter().any(|e| e["event"] == "started"
+        && e["name"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("RUN echo hello-json")));
+    assert!(events.iter().any(|e| e["event"] == "log"
+        && e["data"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("hello-json")));
+    assert!(events.iter().any(|e| e["event"] == "done"), "{err}");
+}

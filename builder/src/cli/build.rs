@@ -1,7 +1,6 @@
 //! `kiln build`.
 
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -17,6 +16,7 @@ use crate::client::output::OutputDest;
 use crate::daemon::proto::BuildResult;
 use crate::engine::build::BuildError;
 use crate::engine::{BuildOptions, Engine, OutputSpec};
+use crate::worker::exec::Resources;
 use crate::worker::mounts::{parse_secret, parse_ssh, BuildSession};
 
 #[derive(Args, Debug)]
@@ -36,7 +36,7 @@ pub struct BuildArgs {
     /// Do not use the cache.
     #[arg(long)]
     pub no_cache: bool,
-    /// Progress output: auto, plain, tty, or quiet.
+    /// Progress output: auto, plain, tty, json, or quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Output destination: type=image|oci|docker|local|tar|containerd[,dest=PATH][,name=NAME][,namespace=NS][,address=SOCK][,unpack=BOOL][,rewrite-timestamp=BOOL]; repeatable.
@@ -57,6 +57,18 @@ pub struct BuildArgs {
     /// (RUN --security=insecure); repeatable or comma-separated.
     #[arg(long = "allow")]
     pub allow: Vec<String>,
+    /// Memory limit of each RUN container (e.g. 512m, 2g); a step that needs more is killed.
+    #[arg(short = 'm', long)]
+    pub memory: Option<String>,
+    /// CPU time each RUN container may use per CFS period, in microseconds.
+    #[arg(long = "cpu-quota", conflicts_with = "cpus")]
+    pub cpu_quota: Option<i64>,
+    /// The CFS period --cpu-quota is of, in microseconds (default 100000).
+    #[arg(long = "cpu-period")]
+    pub cpu_period: Option<u64>,
+    /// CPUs each RUN container may use (e.g. 1.5): a quota of that many periods.
+    #[arg(long)]
+    pub cpus: Option<f64>,
     /// Print only the image digest.
     #[arg(short = 'q', long)]
     pub quiet: bool,
@@ -115,14 +127,7 @@ fn session(args: &BuildArgs) -> Result<BuildSession> {
 
 /// `--progress` (and `-q`) as a display mode.
 pub(crate) fn progress_mode(args: &BuildArgs) -> Result<Mode> {
-    let mode = match args.progress.as_str() {
-        "auto" if std::io::stderr().is_terminal() => Mode::Tty,
-        "auto" | "plain" => Mode::Plain,
-        "tty" => Mode::Tty,
-        "quiet" => Mode::Quiet,
-        other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
-    };
-    Ok(if args.quiet { Mode::Quiet } else { mode })
+    Mode::parse(&args.progress, args.quiet).map_err(|e| anyhow!(e))
 }
 
 pub(crate) fn check_context(args: &BuildArgs) -> Result<()> {
@@ -174,6 +179,7 @@ pub async fn run(engine: Arc<Engine>, args: BuildArgs) -> Result<()> {
         outputs,
         session: Arc::new(session(&args)?),
         entitlements: entitlements(&args.allow)?,
+        resources: resources(&args)?,
     };
     if args.check {
         let warnings = crate::engine::build::check(&opts)?;
@@ -329,6 +335,7 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         no_cache: args.no_cache,
         ssh: session.ssh.keys().cloned().collect(),
         allow: args.allow.clone(),
+        resources: Some(crate::daemon::convert::resources_to_wire(resources(&args)?)),
     };
     let started = std::time::Instant::now();
     let (context, file) = (args.context.clone(), args.file.clone());
@@ -350,6 +357,26 @@ pub async fn run_remote(addr: &str, args: BuildArgs) -> Result<()> {
         dockerfile: &dockerfile,
     }
     .show(args.quiet, started, shown)
+}
+
+/// `--memory`, `--cpu-quota`, `--cpu-period`, `--cpus`.
+pub(crate) fn resources(args: &BuildArgs) -> Result<Resources> {
+    let memory = match &args.memory {
+        Some(m) => Some(crate::units::parse_size(m).map_err(|e| anyhow!("--memory: {e}"))?),
+        None => None,
+    };
+    let cpu_quota = match args.cpus {
+        Some(n) => Some(Resources::cpus(n, args.cpu_period).map_err(|e| anyhow!(e))?),
+        None => args.cpu_quota,
+    };
+    let r = Resources {
+        memory,
+        cpu_quota,
+        cpu_period: args.cpu_period,
+    };
+    r.check()
+        .map_err(|(field, reason)| anyhow!("--{}: {reason}", field.replace('_', "-")))?;
+    Ok(r)
 }
 
 /// The `--allow` values.

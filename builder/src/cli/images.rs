@@ -10,11 +10,11 @@ use kiln_frontend::ImageConfig;
 use kiln_registry::oci::{Descriptor, Manifest};
 use kiln_solver::llb::Digest;
 
-use super::units::human_size;
 use crate::daemon::proto::{LoadStart, Removed};
 use crate::engine::Engine;
 use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
 use crate::store::images::ImageRecord;
+use crate::units::human_size;
 
 #[derive(Args, Debug)]
 pub struct ImagesArgs {

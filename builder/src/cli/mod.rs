@@ -8,7 +8,6 @@ mod info;
 mod progress;
 mod prune;
 mod registry;
-mod units;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -243,12 +242,11 @@ pub fn registry_settings(
     }
 }
 
-/// A command that does not go through kilnd yet, with a daemon in the picture: reading the
-/// store beside the daemon is safe (the stores are shared under a shared lock), so a command
-/// that only reads runs here, on the daemon's root when `--addr` named the daemon (which must
-/// then run on this host); writing beside it is refused, since the daemon's in-memory state
-/// (single-flight, cache bookkeeping) and its future GC do not see another process's writes.
-/// Returns the root and state to use.
+/// A command that does not go through kilnd, with a daemon in the picture: every one left
+/// only reads the store (those that write it go through kilnd, whose in-memory state and GC
+/// would not see another process's writes), and reading beside the daemon is safe (the stores
+/// are shared under a shared lock). It runs here, on the daemon's root when `--addr` named
+/// the daemon, which must then run on this host. Returns the root and state to use.
 async fn beside_daemon(
     daemon: &Daemon,
     cmd: &Command,
@@ -260,23 +258,9 @@ async fn beside_daemon(
         .next()
         .unwrap_or_default()
         .to_lowercase();
-    // (The store commands that write, tag to push, go through kilnd.)
-    let writes = matches!(
-        cmd,
-        // Takes the exclusive root lock, which would wait for kilnd forever.
-        Command::Prune(_)
-    );
-    let refuse = |pid: u32, addr: &str, root: &str| {
-        anyhow::anyhow!(
-            "kilnd (pid {pid}, {addr}) serves {root}: `kiln {name}` cannot go through it yet and must not write beside it; stop kilnd or use another --root"
-        )
-    };
     match daemon {
         Daemon::Named(addr) => {
             let info = crate::client::info(addr).await?;
-            if writes {
-                return Err(refuse(info.pid, addr, &info.root));
-            }
             // Only a daemon on this host has its store here.
             let here = crate::daemon::pidfile::running(std::path::Path::new(&info.root));
             if !matches!(here, Some(d) if d.pid == info.pid) {
@@ -285,9 +269,6 @@ async fn beside_daemon(
                 );
             }
             Ok((PathBuf::from(info.root), PathBuf::from(info.state)))
-        }
-        Daemon::ServingRoot { pid, root, addr } if writes => {
-            Err(refuse(*pid, addr, &root.display().to_string()))
         }
         _ => Ok((root, state)),
     }
@@ -351,6 +332,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             }
             Command::Pull(args) => return registry::pull_remote(daemon.addr(), args).await,
             Command::Push(args) => return registry::push_remote(daemon.addr(), args).await,
+            Command::Prune(args) => return prune::prune_remote(daemon.addr(), args).await,
+            Command::Du(args) => return prune::du_remote(daemon.addr(), args).await,
             ref other => {
                 (root, state) = beside_daemon(&daemon, other, root, state).await?;
             }
@@ -367,6 +350,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
                 .and_then(crate::config::Backend::parse),
             cli.containerd_address.as_deref(),
         ),
+        limits: config.worker_limits(),
     };
     // What deletes waits for running builds and keeps new ones out meanwhile.
     let engine = if matches!(cli.command, Command::Prune(_)) {

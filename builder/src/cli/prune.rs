@@ -1,15 +1,15 @@
 //! `kiln prune` and `kiln du`: the build cache, as `docker buildx prune` / `buildx du` show
 //! and remove it.
 
-use std::io::{BufRead, Write};
-use std::time::Duration;
-
 use anyhow::{anyhow, bail, Result};
 use clap::Args;
+use std::io::{BufRead, Write};
 
-use super::units::{human_duration, human_size, parse_size};
+use crate::daemon::contexts::ContextStore;
+use crate::daemon::proto::PruneRequest;
 use crate::engine::Engine;
-use crate::gc::{self, Filter, PrunePolicy, Stores, UsageRecord};
+use crate::gc::{self, parse_filters, Filter, PrunePolicy, PruneReport, Stores, UsageRecord};
+use crate::units::{human_duration, human_size, parse_size};
 
 #[derive(Args, Debug)]
 pub struct PruneArgs {
@@ -41,26 +41,6 @@ pub struct DuArgs {
     pub filters: Vec<String>,
 }
 
-/// `--filter` values: `until` (or its old name `unused-for`) becomes the keep duration.
-fn parse_filters(raw: &[String]) -> Result<(Vec<Filter>, Option<Duration>)> {
-    let mut filters = Vec::new();
-    let mut until = None;
-    for f in raw {
-        let (key, value) = f.split_once('=').unwrap_or((f, ""));
-        if matches!(key.trim(), "until" | "unused-for") {
-            if until.is_some() {
-                bail!("\"until\" filter expects only one value");
-            }
-            let ns = kiln_frontend::instructions::parse_duration_ns(value.trim())
-                .map_err(|e| anyhow!("{key:?} filter expects a duration (e.g., '24h'): {e}"))?;
-            until = Some(Duration::from_nanos(u64::try_from(ns).unwrap_or(0)));
-            continue;
-        }
-        filters.push(Filter::parse(f)?);
-    }
-    Ok((filters, until))
-}
-
 fn confirm(all: bool) -> Result<bool> {
     let what = if all {
         "all build cache"
@@ -77,30 +57,62 @@ fn confirm(all: bool) -> Result<bool> {
     ))
 }
 
-pub async fn prune(engine: std::sync::Arc<Engine>, args: PruneArgs) -> Result<()> {
+/// The prune `args` ask for (checked before anything is asked or sent).
+fn policy(args: &PruneArgs) -> Result<PrunePolicy> {
     let (filters, keep_duration) = parse_filters(&args.filters)?;
     let keep_storage = match &args.keep_storage {
         Some(s) => parse_size(s).map_err(|e| anyhow!(e))?,
         None => 0,
     };
-    if !args.force && !confirm(args.all)? {
-        return Ok(());
-    }
-    let policy = PrunePolicy {
+    Ok(PrunePolicy {
         all: args.all,
         keep_storage,
         keep_duration,
         filters,
-    };
+    })
+}
+
+/// kilnd's kept build contexts under the engine's root (cache too, when no kilnd runs).
+fn contexts(engine: &Engine) -> ContextStore {
+    ContextStore::at(&engine.opts.root.join("contexts"))
+}
+
+pub async fn prune(engine: std::sync::Arc<Engine>, args: PruneArgs) -> Result<()> {
+    let policy = policy(&args)?;
+    if !args.force && !confirm(args.all)? {
+        return Ok(());
+    }
     let started = std::time::Instant::now();
-    let report =
-        tokio::task::spawn_blocking(move || gc::prune(&Stores::of(&engine), &policy)).await??;
+    let report = tokio::task::spawn_blocking(move || {
+        let contexts = contexts(&engine);
+        gc::prune(&Stores::of(&engine).with_contexts(&contexts), &policy)
+    })
+    .await??;
     tracing::debug!(
         removed = report.removed.len(),
         freed = report.freed,
         secs = started.elapsed().as_secs_f64(),
         "pruned"
     );
+    show_prune(&args, &report)
+}
+
+/// `kiln prune` through kilnd: the same checks, question and report.
+pub async fn prune_remote(addr: &str, args: PruneArgs) -> Result<()> {
+    let policy = policy(&args)?;
+    if !args.force && !confirm(args.all)? {
+        return Ok(());
+    }
+    let req = PruneRequest {
+        all: args.all,
+        keep_storage: policy.keep_storage,
+        filters: args.filters.clone(),
+    };
+    let report = crate::client::usage::prune(addr, req).await?;
+    show_prune(&args, &report)
+}
+
+fn show_prune(args: &PruneArgs, report: &PruneReport) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if args.verbose {
         for r in &report.removed {
@@ -113,27 +125,45 @@ pub async fn prune(engine: std::sync::Arc<Engine>, args: PruneArgs) -> Result<()
     Ok(())
 }
 
-pub async fn du(engine: std::sync::Arc<Engine>, args: DuArgs) -> Result<()> {
+fn du_filters(args: &DuArgs) -> Result<Vec<Filter>> {
     let (filters, until) = parse_filters(&args.filters)?;
     if until.is_some() {
         bail!("the until filter is for prune");
     }
-    let filtered = !filters.is_empty();
-    let records =
-        tokio::task::spawn_blocking(move || gc::disk_usage(&Stores::of(&engine), &filters))
-            .await??;
+    Ok(filters)
+}
+
+pub async fn du(engine: std::sync::Arc<Engine>, args: DuArgs) -> Result<()> {
+    let filters = du_filters(&args)?;
+    let records = tokio::task::spawn_blocking(move || {
+        let contexts = contexts(&engine);
+        gc::disk_usage(&Stores::of(&engine).with_contexts(&contexts), &filters)
+    })
+    .await??;
+    show_du(&args, &records)
+}
+
+/// `kiln du` through kilnd.
+pub async fn du_remote(addr: &str, args: DuArgs) -> Result<()> {
+    du_filters(&args)?;
+    let records = crate::client::usage::disk_usage(addr, args.filters.clone()).await?;
+    show_du(&args, &records)
+}
+
+fn show_du(args: &DuArgs, records: &[UsageRecord]) -> Result<()> {
+    let filtered = !args.filters.is_empty();
     let mut out = std::io::stdout().lock();
     let written = (|| {
         if args.verbose {
-            for r in &records {
+            for r in records {
                 write_verbose(&mut out, r)?;
             }
         } else {
-            write_table(&mut out, &records)?;
+            write_table(&mut out, records)?;
         }
         // As buildx: the summary only for the whole, unfiltered list.
         if !filtered {
-            write_summary(&mut out, &records)?;
+            write_summary(&mut out, records)?;
         }
         Ok::<(), std::io::Error>(())
     })();
@@ -219,19 +249,4 @@ fn write_summary(out: &mut impl Write, records: &[UsageRecord]) -> std::io::Resu
     writeln!(out, "Reclaimable:\t{}", human_size(reclaimable))?;
     writeln!(out, "Total:\t\t{}", human_size(total))?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn until_is_the_keep_duration() {
-        let (f, until) = parse_filters(&["until=24h".into(), "type=regular".into()]).unwrap();
-        assert_eq!(until, Some(Duration::from_secs(86_400)));
-        assert_eq!(f.len(), 1);
-        assert!(parse_filters(&["until=soon".into()]).is_err());
-        assert!(parse_filters(&["until=1h".into(), "unused-for=2h".into()]).is_err());
-        assert!(parse_filters(&["colour=red".into()]).is_err());
-    }
 }

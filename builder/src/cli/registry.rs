@@ -41,7 +41,7 @@ pub struct PushArgs {
     /// OCI media types (false: Docker v2 schema 2, for old consumers).
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pub oci_mediatypes: bool,
-    /// Progress output: auto, plain, tty, or quiet.
+    /// Progress output: auto, plain, tty, json, or quiet.
     #[arg(long, default_value = "auto")]
     pub progress: String,
     /// Only print the pushed digest.
@@ -148,16 +148,7 @@ fn prompt_hidden(text: &str) -> Result<String> {
 }
 
 fn progress_mode(progress: &str, quiet: bool) -> Result<Mode> {
-    if quiet {
-        return Ok(Mode::Quiet);
-    }
-    Ok(match progress {
-        "auto" if std::io::stderr().is_terminal() => Mode::Tty,
-        "auto" | "plain" => Mode::Plain,
-        "tty" => Mode::Tty,
-        "quiet" => Mode::Quiet,
-        other => bail!("unknown --progress mode {other:?} (auto, plain, tty or quiet)"),
-    })
+    Mode::parse(progress, quiet).map_err(|e| anyhow!(e))
 }
 
 /// Runs `work` (which sends progress into the sender it is given) with the progress display

@@ -6,6 +6,7 @@ pub mod output;
 pub mod session;
 pub mod store;
 pub mod tls;
+pub mod usage;
 
 use std::path::{Path, PathBuf};
 

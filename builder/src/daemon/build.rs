@@ -116,6 +116,10 @@ async fn run(
     for a in &start.allow {
         entitlements.allow(a).map_err(invalid)?;
     }
+    let resources = super::convert::resources_from_wire(start.resources.as_ref());
+    resources
+        .check()
+        .map_err(|(field, reason)| invalid(format!("--{}: {reason}", field.replace('_', "-"))))?;
     let name = start.dockerfile_name.as_str();
     if name.is_empty() || name.contains('/') || name == "." || name == ".." {
         return Err(invalid(format!("invalid Dockerfile name {name:?}")));
@@ -262,8 +266,12 @@ async fn run(
         outputs,
         session: Arc::new(session),
         entitlements,
+        resources,
     };
+    // Never beside a garbage collection (which gives way when a build waits).
+    let pass = daemon.gc.gate.build().await;
     let outcome = daemon.engine.clone().build(opts, progress).await;
+    drop(pass);
     // Every progress sender is gone with the build: the forwarder drains and ends.
     let _ = forward.await;
     if outcome.is_ok() {

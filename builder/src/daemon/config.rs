@@ -51,12 +51,31 @@ address = ["unix:///run/kiln/kilnd.sock"]
 # Prometheus metrics (GET /metrics) on this TCP address; unset: none.
 # address = "127.0.0.1:9333"
 
+[gc]
+# Automatic garbage collection of the build cache (what `kiln du` lists): records unused for
+# longer than keep_duration go, then the least recently used until the cache fits
+# keep_storage and min_free_space is free. What tagged images use or share is never
+# collected (`kiln prune --all` takes what they share), nor anything a running build uses.
+# Collections run every `interval` and soon after builds, never beside a build.
+enabled = true
+# Bytes of cache to keep ("10GB", "512MiB" or a number); unset: 10% of the root's filesystem.
+# keep_storage = "10GB"
+# Keep what was used within this long (Go durations: "48h", "90m"; "0s": no age limit).
+keep_duration = "1440h"
+# Keep at least this much free on the root's filesystem (removing cache, never images).
+# min_free_space = "5GB"
+interval = "1h"
+
 # The worker, as in kiln.toml:
 # [worker]
 # backend = "overlay"          # or "containerd"
 # address = "/run/containerd/containerd.sock"
 # namespace = "k8s.io"
 # snapshotter = "overlayfs"
+# max_parallelism = 4          # RUN steps running at once, across all builds; unset: no limit
+# default_memory = "2GiB"      # RUN containers' memory limit when a build sets none (--memory)
+# default_cpu_quota = 200000   # their CPU time per period, in microseconds (--cpu-quota)
+# default_cpu_period = 100000  # that period (--cpu-period)
 
 # Registries, as in kiln.toml (buildkitd.toml's shape):
 # certs_dir = "/etc/kiln/certs.d"
@@ -80,6 +99,8 @@ struct KilndFile {
     grpc: GrpcSection,
     #[serde(default)]
     metrics: MetricsSection,
+    #[serde(default)]
+    gc: super::gc::policy::GcSection,
     certs_dir: Option<PathBuf>,
     #[serde(default)]
     registry: BTreeMap<String, RegistrySection>,
@@ -196,6 +217,8 @@ pub struct KilndConfig {
     pub insecure_tcp: bool,
     /// Registries and worker, as kiln.toml has them.
     pub kiln: KilnConfig,
+    /// Automatic GC (`[gc]`).
+    pub gc: super::gc::GcConfig,
 }
 
 impl Default for KilndConfig {
@@ -211,6 +234,7 @@ impl Default for KilndConfig {
             tls: None,
             insecure_tcp: false,
             kiln: KilnConfig::default(),
+            gc: Default::default(),
         }
     }
 }
@@ -305,6 +329,7 @@ impl KilndConfig {
             worker: f.worker,
         };
         kiln.check(path)?;
+        let gc = f.gc.check(path)?;
         Ok(KilndConfig {
             root: dir(f.root, "root", d.root)?,
             state: dir(f.state, "state", d.state)?,
@@ -316,6 +341,7 @@ impl KilndConfig {
             tls,
             insecure_tcp: f.grpc.insecure_tcp,
             kiln,
+            gc,
         })
     }
 

@@ -171,6 +171,24 @@ pub fn pushed_to_wire(p: &crate::engine::PushOutcome) -> proto::Pushed {
     }
 }
 
+/// A build's `--memory`/`--cpu-quota`/`--cpu-period`, as `BuildStart` carries them.
+pub fn resources_to_wire(r: crate::worker::exec::Resources) -> proto::Resources {
+    proto::Resources {
+        memory: r.memory,
+        cpu_quota: r.cpu_quota,
+        cpu_period: r.cpu_period,
+    }
+}
+
+pub fn resources_from_wire(r: Option<&proto::Resources>) -> crate::worker::exec::Resources {
+    r.map(|r| crate::worker::exec::Resources {
+        memory: r.memory,
+        cpu_quota: r.cpu_quota,
+        cpu_period: r.cpu_period,
+    })
+    .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

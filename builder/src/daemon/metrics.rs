@@ -31,6 +31,11 @@ pub struct Metrics {
     pub steps_ran: AtomicU64,
     pub steps_cached: AtomicU64,
     pub steps_failed: AtomicU64,
+    pub gc_runs: AtomicU64,
+    pub gc_removed: AtomicU64,
+    pub gc_freed_bytes: AtomicU64,
+    /// Milliseconds, summed over collections.
+    pub gc_millis: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -45,6 +50,14 @@ impl Metrics {
             ProgressEvent::Failed { .. } => add(&self.steps_failed, 1),
             _ => {}
         }
+    }
+
+    /// One automatic collection.
+    pub fn gc_ran(&self, report: &crate::gc::PruneReport, took: std::time::Duration) {
+        add(&self.gc_runs, 1);
+        add(&self.gc_removed, report.removed.len() as u64);
+        add(&self.gc_freed_bytes, report.freed);
+        add(&self.gc_millis, took.as_millis() as u64);
     }
 
     /// Counts a build from here to its end (however it ends: the guard's drop).
@@ -62,7 +75,7 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |c: &AtomicU64| vec![(String::new(), get(c).to_string())];
         let mut out = String::new();
-        let counters: [Family; 8] = [
+        let counters: [Family; 11] = [
             (
                 "kiln_builds_started_total",
                 "counter",
@@ -123,6 +136,30 @@ impl Metrics {
                 .iter()
                 .map(|(r, c)| (format!("{{result=\"{r}\"}}"), get(c).to_string()))
                 .collect(),
+            ),
+            (
+                "kiln_gc_duration_seconds",
+                "summary",
+                "Automatic garbage collections and the time they took.",
+                vec![
+                    (
+                        "_sum".into(),
+                        format!("{:.3}", get(&self.gc_millis) as f64 / 1000.0),
+                    ),
+                    ("_count".into(), get(&self.gc_runs).to_string()),
+                ],
+            ),
+            (
+                "kiln_gc_records_removed_total",
+                "counter",
+                "Build-cache records automatic GC removed.",
+                one(&self.gc_removed),
+            ),
+            (
+                "kiln_gc_freed_bytes_total",
+                "counter",
+                "Bytes automatic GC freed.",
+                one(&self.gc_freed_bytes),
             ),
         ];
         for (name, kind, help, lines) in counters {
@@ -237,6 +274,8 @@ mod tests {
             "kiln_builds_running 1\n",
             "kiln_build_duration_seconds_count 3\n",
             "kiln_steps_total{result=\"cached\"} 1\n",
+            "kiln_gc_duration_seconds_count 0\n",
+            "kiln_gc_freed_bytes_total 0\n",
         ] {
             assert!(text.contains(want), "{want:?} in:\n{text}");
         }

@@ -6,6 +6,7 @@ pub mod chunks;
 pub mod config;
 pub mod contexts;
 pub mod convert;
+pub mod gc;
 pub mod incoming;
 pub mod listen;
 pub mod metrics;
@@ -19,6 +20,7 @@ pub mod store;
 pub mod sync;
 pub mod tls;
 pub mod transfer;
+pub mod usage;
 
 pub mod proto {
     //! The generated gRPC types and stubs (builder/proto/kiln/v1/control.proto).

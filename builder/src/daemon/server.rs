@@ -101,6 +101,7 @@ pub async fn run(
         runtime: cfg.runtime.clone(),
         registry,
         worker: cfg.kiln.worker_backend(None, None),
+        limits: cfg.kiln.worker_limits(),
     };
     let engine = Arc::new(
         tokio::task::spawn_blocking(move || Engine::open(opts))
@@ -126,7 +127,9 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         builds: TaskTracker::new(),
         metrics: Arc::default(),
+        gc: Arc::new(super::gc::Gc::new(cfg.gc.clone())),
     });
+    tokio::spawn(super::gc::run(daemon.clone(), daemon.shutdown.clone()));
     if let Some(addr) = cfg.metrics {
         let l = tokio::net::TcpListener::bind(addr)
             .await

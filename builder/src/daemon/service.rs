@@ -1,4 +1,5 @@
-//! The gRPC service: `Info`, and `Build` handed to [`super::build`].
+//! The gRPC service: `Info`, `Build` handed to [`super::build`], `DiskUsage` and `Prune`
+//! handed to [`super::usage`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ pub struct Daemon {
     /// Running builds, waited for at shutdown.
     pub builds: TaskTracker,
     pub metrics: Arc<super::metrics::Metrics>,
+    /// Automatic GC, and the gate that keeps it and builds apart.
+    pub gc: Arc<super::gc::Gc>,
 }
 
 #[derive(Clone)]
@@ -90,7 +93,10 @@ impl proto::control_server::Control for ControlService {
         &self,
         req: Request<Streaming<proto::BuildClientMessage>>,
     ) -> Result<Response<Self::BuildStream>, Status> {
-        self.serve_stream(|d, tx| super::build::serve(d, req.into_inner(), tx))
+        self.serve_stream(|d, tx| async move {
+            super::build::serve(d.clone(), req.into_inner(), tx).await;
+            d.gc.build_ended();
+        })
     }
 
     async fn tag(
@@ -126,6 +132,27 @@ impl proto::control_server::Control for ControlService {
         req: Request<Streaming<proto::RegistryClientMessage>>,
     ) -> Result<Response<Self::RegistryStream>, Status> {
         self.serve_stream(|d, tx| super::transfer::serve(d, req.into_inner(), tx))
+    }
+
+    async fn disk_usage(
+        &self,
+        req: Request<proto::DiskUsageRequest>,
+    ) -> Result<Response<proto::DiskUsageResponse>, Status> {
+        super::usage::disk_usage(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn prune(
+        &self,
+        req: Request<proto::PruneRequest>,
+    ) -> Result<Response<proto::PruneResponse>, Status> {
+        if self.0.shutdown.is_cancelled() {
+            return Err(Status::unavailable("kilnd is shutting down"));
+        }
+        super::usage::prune(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

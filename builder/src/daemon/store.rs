@@ -60,6 +60,9 @@ pub async fn load(
     else {
         return Err(Status::invalid_argument("a load starts with LoadStart"));
     };
+    // Never beside a garbage collection, which would take the blobs stored before they
+    // are named for garbage.
+    let _pass = d.gc.gate.build().await;
     let (tx, reader) = chunks::channel(8);
     let engine = d.engine.clone();
     let work = tokio::task::spawn_blocking(move || {

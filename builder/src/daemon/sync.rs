@@ -124,11 +124,15 @@ fn remove(path: &Path) -> Result<(), SyncError> {
     res.map_err(io("removing", path))
 }
 
-/// Mode, owner and extended attributes of `path` as the client has them (not mtime).
-fn set_meta(path: &Path, f: &FileStat) -> Result<(), SyncError> {
+/// Mode, owner and extended attributes of `path` as the client has them (not mtime), each
+/// written only when `have` (what is on disk; None = just made) differs: a write changes the
+/// file's ctime, which would make the build's content checksums read it again.
+fn set_meta(path: &Path, f: &FileStat, have: Option<&std::fs::Metadata>) -> Result<(), SyncError> {
     let is_link = f.mode & S_IFMT == libc::S_IFLNK;
-    std::os::unix::fs::lchown(path, Some(f.uid), Some(f.gid)).map_err(io("chown", path))?;
-    if !is_link {
+    if have.is_none_or(|m| m.uid() != f.uid || m.gid() != f.gid) {
+        std::os::unix::fs::lchown(path, Some(f.uid), Some(f.gid)).map_err(io("chown", path))?;
+    }
+    if !is_link && have.is_none_or(|m| m.mode() & 0o7777 != f.mode & 0o7777) {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(f.mode & 0o7777))
             .map_err(io("chmod", path))?;
     }
@@ -155,7 +159,10 @@ fn set_meta(path: &Path, f: &FileStat) -> Result<(), SyncError> {
     Ok(())
 }
 
-fn set_mtime(path: &Path, f: &FileStat) -> Result<(), SyncError> {
+fn set_mtime(path: &Path, f: &FileStat, have: Option<&std::fs::Metadata>) -> Result<(), SyncError> {
+    if have.is_some_and(|m| m.mtime() == f.mtime_sec && m.mtime_nsec() == i64::from(f.mtime_nsec)) {
+        return Ok(());
+    }
     let t = filetime::FileTime::from_unix_time(f.mtime_sec, f.mtime_nsec);
     filetime::set_symlink_file_times(path, t, t).map_err(io("setting the mtime of", path))
 }
@@ -168,6 +175,8 @@ pub fn prepare(root: &Path, files: &[FileStat]) -> Result<Vec<u32>, SyncError> {
     // What the client no longer has (or has as another type) goes first, deepest last seen.
     std::fs::create_dir_all(root).map_err(io("creating", root))?;
     let mut stale = Vec::new();
+    // What is kept, with its metadata: looked at once.
+    let mut kept: HashMap<String, std::fs::Metadata> = HashMap::new();
     let mut walk = walkdir::WalkDir::new(root).min_depth(1).into_iter();
     while let Some(entry) = walk.next() {
         let entry = entry.map_err(|e| SyncError::Io {
@@ -181,10 +190,18 @@ pub fn prepare(root: &Path, files: &[FileStat]) -> Result<Vec<u32>, SyncError> {
             .ok()
             .and_then(Path::to_str)
             .map(str::to_string);
-        let keep = rel.as_deref().and_then(|r| wanted.get(r)).is_some_and(|f| {
-            let m = entry.path().symlink_metadata();
-            m.is_ok_and(|m| m.mode() & S_IFMT == f.mode & S_IFMT)
-        });
+        let meta = entry.path().symlink_metadata().ok();
+        let keep = match (rel, meta) {
+            (Some(r), Some(m))
+                if wanted
+                    .get(r.as_str())
+                    .is_some_and(|f| m.mode() & S_IFMT == f.mode & S_IFMT) =>
+            {
+                kept.insert(r, m);
+                true
+            }
+            _ => false,
+        };
         if !keep {
             if entry.file_type().is_dir() {
                 walk.skip_current_dir();
@@ -198,10 +215,14 @@ pub fn prepare(root: &Path, files: &[FileStat]) -> Result<Vec<u32>, SyncError> {
     let mut request = Vec::new();
     for (i, f) in files.iter().enumerate() {
         let path = host_path(root, &f.path);
-        let existing = path.symlink_metadata().ok();
-        let same = existing
-            .as_ref()
-            .is_some_and(|m| content_matches(m, f, &path));
+        let root_meta;
+        let existing = if f.path.is_empty() {
+            root_meta = path.symlink_metadata().ok();
+            root_meta.as_ref()
+        } else {
+            kept.get(f.path.as_str())
+        };
+        let same = existing.is_some_and(|m| content_matches(m, f, &path));
         match f.mode & S_IFMT {
             _ if !f.hardlink_to.is_empty() => {
                 // Linked in finish(), once the file it shares is complete.
@@ -231,9 +252,11 @@ pub fn prepare(root: &Path, files: &[FileStat]) -> Result<Vec<u32>, SyncError> {
                 continue;
             }
         }
-        set_meta(&path, f)?;
+        // Made just now: nothing on disk to compare with.
+        let have = existing.filter(|_| same);
+        set_meta(&path, f, have)?;
         if f.mode & S_IFMT != libc::S_IFDIR {
-            set_mtime(&path, f)?;
+            set_mtime(&path, f, have)?;
         }
     }
     Ok(request)
@@ -301,8 +324,8 @@ impl<'a> Receiver<'a> {
                 let path = host_path(self.root, &entry.path);
                 remove(&path)?;
                 std::fs::rename(&tmp, &path).map_err(io("renaming into", &path))?;
-                set_meta(&path, entry)?;
-                set_mtime(&path, entry)?;
+                set_meta(&path, entry, None)?;
+                set_mtime(&path, entry, None)?;
                 self.received += 1;
             }
         }
@@ -320,7 +343,8 @@ pub fn finish(root: &Path, files: &[FileStat]) -> Result<(), SyncError> {
     }
     for f in files.iter().rev() {
         if f.mode & S_IFMT == libc::S_IFDIR {
-            set_mtime(&host_path(root, &f.path), f)?;
+            let path = host_path(root, &f.path);
+            set_mtime(&path, f, path.symlink_metadata().ok().as_ref())?;
         }
     }
     Ok(())

@@ -81,7 +81,12 @@ pub async fn serve(d: Arc<Daemon>, mut inbound: Streaming<proto::RegistryClientM
             }
         })
     };
-    let work = scoped(scope, run(&d, first, Progress::new(ptx)));
+    let work = async {
+        // As a build: never beside a garbage collection (a pull's blobs are garbage until
+        // the image is named; a push may make layers again from snapshots).
+        let _pass = d.gc.gate.build().await;
+        scoped(scope, run(&d, first, Progress::new(ptx))).await
+    };
     let result = tokio::select! {
         r = work => r,
         _ = tx.closed() => {

@@ -42,6 +42,8 @@ pub struct BuildOptions {
     pub session: Arc<BuildSession>,
     /// `--allow`: network.host, security.insecure.
     pub entitlements: kiln_frontend::Entitlements,
+    /// `--memory`, `--cpu-quota`…: RUN containers' limits (the engine's defaults fill in).
+    pub resources: crate::worker::exec::Resources,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +180,8 @@ impl Engine {
         let scope = crate::worker::scope::BuildScope {
             locals: HashMap::from([("context".to_string(), opts.context.clone())]),
             session: opts.session.clone(),
+            proxy_env: crate::worker::proxy_env::from_build_args(&opts.build_args),
+            resources: opts.resources.or(self.opts.limits.defaults),
         };
         crate::worker::scope::scoped(scope, self.build_scoped(opts, progress)).await
     }

@@ -61,6 +61,8 @@ pub struct EngineOptions {
     /// How registries are reached: hosts, TLS, mirrors, credentials.
     pub registry: RegistryConfig,
     pub worker: WorkerBackend,
+    /// `[worker] max_parallelism` and RUN containers' default resources.
+    pub limits: crate::worker::exec::WorkerLimits,
 }
 
 impl Default for EngineOptions {
@@ -71,6 +73,7 @@ impl Default for EngineOptions {
             runtime: "runc".into(),
             registry: RegistryConfig::default(),
             worker: WorkerBackend::Overlay,
+            limits: Default::default(),
         }
     }
 }
@@ -209,6 +212,10 @@ impl Engine {
             agents_dir: opts.state.join("ssh-agents"),
             http: crate::worker::http_source::HttpSource::new().map_err(store_err)?,
             git: crate::worker::git_source::GitSource::new(opts.root.join("git")),
+            exec_slots: opts
+                .limits
+                .max_parallelism
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n.max(1)))),
         });
         Ok(Engine {
             opts,

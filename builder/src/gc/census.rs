@@ -24,6 +24,10 @@ pub(super) enum Part {
     CacheMount {
         key: String,
     },
+    /// A kept copy of a client's build context (kilnd).
+    Context {
+        name: String,
+    },
     /// Blobs nothing uses.
     Content {
         blobs: Vec<Digest>,
@@ -358,6 +362,15 @@ pub(super) fn take(stores: &Stores<'_>) -> Result<Census, GcError> {
             parent: None,
         });
     }
+    if let Some(contexts) = stores.contexts {
+        units.extend(
+            contexts
+                .list()
+                .map_err(GcError::Contexts)?
+                .into_iter()
+                .map(context_unit),
+        );
+    }
     if !loose.is_empty() {
         units.push(Unit {
             record: UsageRecord {
@@ -382,6 +395,32 @@ pub(super) fn take(stores: &Stores<'_>) -> Result<Census, GcError> {
         roots: roots.into_keys().collect(),
         dangling,
     })
+}
+
+fn context_unit(c: crate::daemon::contexts::ContextCopy) -> Unit {
+    // As BuildKit describes its own copies of a client's directory.
+    let description = match c.key.as_deref().and_then(|k| k.split_once(':')) {
+        Some((_, path)) => format!("local source for context {path}"),
+        None => "local source for context".to_string(),
+    };
+    Unit {
+        record: UsageRecord {
+            id: {
+                let (hash, n) = c.name.rsplit_once('-').unwrap_or((&c.name, "0"));
+                format!("ctx-{}-{n}", hash.get(..12).unwrap_or(hash))
+            },
+            record_type: RecordType::LocalSource,
+            size: c.size,
+            created: c.created,
+            last_used: c.last_used,
+            description,
+            parent: None,
+            in_use: c.in_use,
+            shared: false,
+        },
+        part: Part::Context { name: c.name },
+        parent: None,
+    }
 }
 
 fn snapshot_record_id(id: SnapshotId) -> String {

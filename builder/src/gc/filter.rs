@@ -13,6 +13,10 @@ pub enum FilterError {
     UnknownKey(String),
     #[error("invalid filter {filter:?}: {msg}")]
     Invalid { filter: String, msg: String },
+    #[error("\"until\" filter expects only one value")]
+    UntilTwice,
+    #[error("{key:?} filter expects a duration (e.g., '24h'): {msg}")]
+    Until { key: String, msg: String },
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +94,31 @@ impl Filter {
     }
 }
 
+/// `--filter` values as typed: `until` (or its old name `unused-for`) is not a filter but
+/// the keep duration, returned apart.
+pub fn parse_filters(
+    raw: &[String],
+) -> Result<(Vec<Filter>, Option<std::time::Duration>), FilterError> {
+    let mut filters = Vec::new();
+    let mut until = None;
+    for f in raw {
+        let (key, value) = f.split_once('=').unwrap_or((f, ""));
+        if matches!(key.trim(), "until" | "unused-for") {
+            if until.is_some() {
+                return Err(FilterError::UntilTwice);
+            }
+            let d = crate::units::parse_duration(value).map_err(|msg| FilterError::Until {
+                key: key.trim().to_string(),
+                msg,
+            })?;
+            until = Some(d);
+            continue;
+        }
+        filters.push(Filter::parse(f)?);
+    }
+    Ok((filters, until))
+}
+
 /// True when every filter matches (no filters: everything).
 pub fn all_match(filters: &[Filter], r: &UsageRecord) -> bool {
     filters.iter().all(|f| f.matches(r))
@@ -137,5 +166,19 @@ mod tests {
             Err(FilterError::UnknownKey(_))
         ));
         assert!(Filter::parse("description~=(").is_err());
+    }
+
+    #[test]
+    fn until_is_the_keep_duration() {
+        let raw = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (f, until) = parse_filters(&raw(&["until=24h", "type=regular"])).unwrap();
+        assert_eq!(until, Some(std::time::Duration::from_secs(86_400)));
+        assert_eq!(f.len(), 1);
+        assert!(parse_filters(&raw(&["until=soon"])).is_err());
+        assert!(matches!(
+            parse_filters(&raw(&["until=1h", "unused-for=2h"])),
+            Err(FilterError::UntilTwice)
+        ));
+        assert!(parse_filters(&raw(&["colour=red"])).is_err());
     }
 }

@@ -1,5 +1,5 @@
 //! The build cache's disk usage and its garbage collection: what `kiln du` lists and
-//! `kiln prune` removes (and, later, the daemon's automatic GC).
+//! `kiln prune` removes, and what kilnd's automatic GC removes (daemon/gc.rs).
 //!
 //! A usage record is one committed snapshot (with the cache records that name it and the
 //! blobs made from it), one `RUN --mount=type=cache` directory, or the content no image and
@@ -18,14 +18,15 @@ mod census;
 mod filter;
 mod remove;
 mod select;
-mod size;
+pub(crate) mod size;
 #[cfg(test)]
 mod tests;
 
 use std::time::Duration;
 
-pub use filter::{Filter, FilterError};
+pub use filter::{parse_filters, Filter, FilterError};
 
+use crate::daemon::contexts::ContextStore;
 use crate::engine::Engine;
 use crate::store::content::{ContentError, ContentStore};
 use crate::store::images::{ImageStore, ImageStoreError};
@@ -45,6 +46,8 @@ pub enum GcError {
     Content(#[from] ContentError),
     #[error("cache mounts: {0}")]
     Mounts(#[from] MountError),
+    #[error("kept build contexts: {0}")]
+    Contexts(#[source] std::io::Error),
 }
 
 /// BuildKit's usage record types that kiln has.
@@ -52,6 +55,8 @@ pub enum GcError {
 pub enum RecordType {
     Regular,
     CacheMount,
+    /// kilnd's copy of a client's build context.
+    LocalSource,
 }
 
 impl RecordType {
@@ -59,7 +64,18 @@ impl RecordType {
         match self {
             RecordType::Regular => "regular",
             RecordType::CacheMount => "exec.cachemount",
+            RecordType::LocalSource => "source.local",
         }
+    }
+
+    pub fn parse(s: &str) -> Option<RecordType> {
+        [
+            RecordType::Regular,
+            RecordType::CacheMount,
+            RecordType::LocalSource,
+        ]
+        .into_iter()
+        .find(|t| t.as_str() == s)
     }
 }
 
@@ -121,6 +137,8 @@ pub struct Stores<'a> {
     pub content: &'a ContentStore,
     pub images: &'a ImageStore,
     pub mounts: &'a CacheMounts,
+    /// kilnd's kept build contexts, when looked at.
+    pub contexts: Option<&'a ContextStore>,
 }
 
 impl<'a> Stores<'a> {
@@ -131,6 +149,15 @@ impl<'a> Stores<'a> {
             content: &engine.content,
             images: &engine.images,
             mounts: &engine.worker().cache_mounts,
+            contexts: None,
+        }
+    }
+
+    /// These stores and kilnd's kept build contexts.
+    pub fn with_contexts(self, contexts: &'a ContextStore) -> Stores<'a> {
+        Stores {
+            contexts: Some(contexts),
+            ..self
         }
     }
 }
@@ -159,19 +186,37 @@ pub fn disk_usage(stores: &Stores<'_>, filters: &[Filter]) -> Result<Vec<UsageRe
 /// must not run builds meanwhile): a build running beside it could be handed a snapshot
 /// this removes. Blocking filesystem work.
 pub fn prune(stores: &Stores<'_>, policy: &PrunePolicy) -> Result<PruneReport, GcError> {
+    prune_with(stores, |_| vec![policy.clone()], &|| false)
+}
+
+/// [`prune`] with the policies `decide` chooses from the records as they are (kilnd's GC:
+/// how much to free depends on what there is), applied one after the other; `stop` is asked
+/// before each removal and ends the prune early when it says so (a build wants to start).
+pub fn prune_with(
+    stores: &Stores<'_>,
+    decide: impl FnOnce(&[UsageRecord]) -> Vec<PrunePolicy>,
+    stop: &dyn Fn() -> bool,
+) -> Result<PruneReport, GcError> {
     if let Err(e) = stores.mounts.cleanup_stale() {
         tracing::warn!("cleaning cache-mount leftovers: {e}");
     }
     let census = census::take(stores)?;
-    let order = select::select(&census.units, policy, now());
+    let records: Vec<UsageRecord> = census.units.iter().map(|u| u.record.clone()).collect();
+    let policies = decide(&records);
     let mut report = PruneReport::default();
     let mut removed = vec![false; census.units.len()];
-    for i in order {
-        let unit = &census.units[i];
-        if remove::remove_unit(stores, unit)? {
-            removed[i] = true;
-            report.freed += unit.record.size;
-            report.removed.push(unit.record.clone());
+    'policies: for policy in &policies {
+        for i in select::select(&census.units, policy, now(), &removed) {
+            if stop() {
+                tracing::debug!("prune stopped early");
+                break 'policies;
+            }
+            let unit = &census.units[i];
+            if remove::remove_unit(stores, unit)? {
+                removed[i] = true;
+                report.freed += unit.record.size;
+                report.removed.push(unit.record.clone());
+            }
         }
     }
     remove::drop_dangling(stores, &census, &removed)?;

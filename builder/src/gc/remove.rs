@@ -27,6 +27,10 @@ pub(super) fn remove_unit(stores: &Stores<'_>, unit: &Unit) -> Result<bool, GcEr
             Ok(true)
         }
         Part::CacheMount { key } => Ok(stores.mounts.remove(key)?),
+        Part::Context { name } => match stores.contexts {
+            Some(c) => c.remove(name).map_err(GcError::Contexts),
+            None => Ok(false),
+        },
         Part::Content { blobs } => {
             delete_blobs(stores, blobs)?;
             Ok(true)

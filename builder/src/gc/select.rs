@@ -7,8 +7,9 @@
 use super::census::Unit;
 use super::{filter, PrunePolicy};
 
-/// Indices into `units`, in removal order.
-pub(super) fn select(units: &[Unit], policy: &PrunePolicy, now: i64) -> Vec<usize> {
+/// Indices into `units`, in removal order; `gone` marks units already removed (by an
+/// earlier policy of the same prune).
+pub(super) fn select(units: &[Unit], policy: &PrunePolicy, now: i64, gone: &[bool]) -> Vec<usize> {
     let cutoff = policy
         .keep_duration
         .map(|d| now.saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX)));
@@ -22,20 +23,23 @@ pub(super) fn select(units: &[Unit], policy: &PrunePolicy, now: i64) -> Vec<usiz
                 && filter::all_match(&policy.filters, r)
         })
         .collect();
+    let mut gone: Vec<bool> = (0..units.len())
+        .map(|i| gone.get(i).copied().unwrap_or(false))
+        .collect();
     // Built-on counts: a record goes only once nothing left is built on it.
     let mut children = vec![0usize; units.len()];
-    for u in units {
-        if let Some(p) = u.parent {
+    for (i, u) in units.iter().enumerate() {
+        if let (Some(p), false) = (u.parent, gone[i]) {
             children[p] += 1;
         }
     }
-    let mut gone = vec![false; units.len()];
     let mut order = Vec::new();
     // As BuildKit counts it: what is not shared with images.
     let mut total: u64 = units
         .iter()
-        .filter(|u| !u.record.shared)
-        .map(|u| u.record.size)
+        .zip(&gone)
+        .filter(|(u, g)| !u.record.shared && !**g)
+        .map(|(u, _)| u.record.size)
         .sum();
     loop {
         let mut ready: Vec<usize> = (0..units.len())
@@ -106,13 +110,16 @@ mod tests {
         units[2].record.shared = true;
         units[3].record.in_use = true;
         let p = PrunePolicy::default();
-        assert_eq!(ids(&units, &select(&units, &p, 1000)), ["step", "base"]);
+        assert_eq!(
+            ids(&units, &select(&units, &p, 1000, &[])),
+            ["step", "base"]
+        );
         let all = PrunePolicy {
             all: true,
             ..Default::default()
         };
         assert_eq!(
-            ids(&units, &select(&units, &all, 1000)),
+            ids(&units, &select(&units, &all, 1000, &[])),
             ["step", "image", "base"]
         );
     }
@@ -130,12 +137,15 @@ mod tests {
             ..Default::default()
         };
         // The old parent stays: something recent is built on it.
-        assert_eq!(ids(&units, &select(&units, &p, 1000)), ["old"]);
+        assert_eq!(ids(&units, &select(&units, &p, 1000, &[])), ["old"]);
         let p = PrunePolicy {
             filters: vec![Filter::parse("id=^new").unwrap()],
             ..Default::default()
         };
-        assert_eq!(ids(&units, &select(&units, &p, 1000)), ["new", "new-child"]);
+        assert_eq!(
+            ids(&units, &select(&units, &p, 1000, &[])),
+            ["new", "new-child"]
+        );
     }
 
     #[test]
@@ -150,11 +160,28 @@ mod tests {
             keep_storage: 250,
             ..Default::default()
         };
-        assert_eq!(ids(&units, &select(&units, &p, 1000)), ["b", "c"]);
+        assert_eq!(ids(&units, &select(&units, &p, 1000, &[])), ["b", "c"]);
         let p = PrunePolicy {
             keep_storage: 1000,
             ..Default::default()
         };
-        assert!(select(&units, &p, 1000).is_empty());
+        assert!(select(&units, &p, 1000, &[]).is_empty());
+    }
+
+    #[test]
+    fn what_an_earlier_policy_removed_is_not_counted_or_selected_again() {
+        let units = vec![
+            unit("base", 100, 100, None),
+            unit("child", 100, 200, Some(0)),
+            unit("other", 100, 300, None),
+        ];
+        // The age pass took the child: the base is free to go, and the size pass counts
+        // 200 bytes, not 300.
+        let gone = [false, true, false];
+        let p = PrunePolicy {
+            keep_storage: 150,
+            ..Default::default()
+        };
+        assert_eq!(ids(&units, &select(&units, &p, 1000, &gone)), ["base"]);
     }
 }

@@ -4,6 +4,7 @@ use kiln_solver::cache::{CacheStore, SqliteCacheStore};
 use kiln_solver::llb::{CacheSharing, Digest};
 
 use super::*;
+use crate::daemon::contexts::ContextStore;
 use crate::export::layers::LayerInfo;
 use crate::worker::image_source::image_root_key;
 use crate::worker::mounts::CacheOwner;
@@ -16,6 +17,7 @@ struct Fixture {
     content: ContentStore,
     images: ImageStore,
     mounts: CacheMounts,
+    contexts: ContextStore,
 }
 
 impl Fixture {
@@ -28,6 +30,7 @@ impl Fixture {
             content: ContentStore::new(p.join("content")).unwrap(),
             images: ImageStore::open(&p.join("images.db")).unwrap(),
             mounts: CacheMounts::new(p.join("cache-mounts")),
+            contexts: ContextStore::open(&p.join("contexts")).unwrap(),
             _dir: dir,
         }
     }
@@ -39,6 +42,7 @@ impl Fixture {
             content: &self.content,
             images: &self.images,
             mounts: &self.mounts,
+            contexts: Some(&self.contexts),
         }
     }
 
@@ -249,4 +253,63 @@ fn shared_base_layers_go_only_with_all() {
     };
     assert_eq!(prune(&f.stores(), &all).unwrap().removed.len(), 1);
     assert!(f.content.has(&blob), "the image's blobs stay");
+}
+
+#[test]
+fn kept_contexts_are_records_and_the_gc_stops_when_asked() {
+    let f = Fixture::new();
+    let busy = f.contexts.acquire("m:/src/busy");
+    std::fs::create_dir_all(&busy.tree).unwrap();
+    let idle = f.contexts.acquire("m:/src/idle");
+    std::fs::create_dir_all(&idle.tree).unwrap();
+    std::fs::write(idle.tree.join("f"), vec![1u8; 8192]).unwrap();
+    drop(idle);
+    let a = f.snapshot(None, 4096);
+    let b = f.snapshot(None, 4096);
+    for (k, id) in [(b"a", a), (b"b", b)] {
+        f.cache
+            .put(&Digest::of(k), &[format!("snapshot:{id}")], "RUN x")
+            .unwrap();
+    }
+    let du = f.usage();
+    let ctx: Vec<_> = du
+        .iter()
+        .filter(|r| r.record_type == RecordType::LocalSource)
+        .collect();
+    assert_eq!(ctx.len(), 2, "{du:#?}");
+    let idle_rec = ctx.iter().find(|r| !r.in_use).unwrap();
+    assert_eq!(idle_rec.description, "local source for context /src/idle");
+    assert!(idle_rec.size >= 8192 && idle_rec.reclaimable());
+    assert!(ctx.iter().any(|r| r.in_use), "the busy copy is in use");
+
+    // Two policies chosen from what there is; the prune stops after two removals.
+    let removals = std::cell::Cell::new(0);
+    let mut seen = 0;
+    let report = prune_with(
+        &f.stores(),
+        |records| {
+            seen = records.len();
+            vec![
+                PrunePolicy {
+                    filters: vec![Filter::parse("type=source.local").unwrap()],
+                    ..Default::default()
+                },
+                PrunePolicy::default(),
+            ]
+        },
+        &|| {
+            removals.set(removals.get() + 1);
+            removals.get() > 2
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, 4);
+    assert_eq!(report.removed.len(), 2, "{:#?}", report.removed);
+    assert_eq!(report.removed[0].id, idle_rec.id, "the first policy first");
+    let left = f.usage();
+    assert_eq!(left.len(), 2, "the busy copy and one snapshot: {left:#?}");
+    drop(busy);
+    let report = prune(&f.stores(), &PrunePolicy::default()).unwrap();
+    assert_eq!(report.removed.len(), 2);
+    assert!(f.usage().is_empty());
 }

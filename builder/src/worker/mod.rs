@@ -11,6 +11,7 @@ pub mod merge;
 pub mod mounts;
 pub mod ops;
 pub mod prefetch;
+pub mod proxy_env;
 mod run_mounts;
 pub mod scope;
 pub mod snapshot;

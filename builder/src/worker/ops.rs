@@ -57,6 +57,9 @@ pub enum OpError {
     ExitCode { cmd: String, code: i32 },
     #[error("process {cmd:?} was killed by signal {signal}")]
     Signaled { cmd: String, signal: i32 },
+    /// Killed by the kernel for going over the build's memory limit.
+    #[error("process {cmd:?} did not complete successfully: exit code: 137: out of memory (killed at the build's memory limit of {limit}; raise it with kiln build --memory)")]
+    OutOfMemory { cmd: String, limit: String },
     #[error("local source {0:?} was not provided")]
     NoLocal(String),
     #[error("{0} is not supported yet")]
@@ -87,6 +90,8 @@ pub struct KilnWorker {
     pub http: HttpSource,
     /// `ADD <git repository>` checkouts.
     pub git: GitSource,
+    /// Permits to run a RUN container (`[worker] max_parallelism`); None: no limit.
+    pub exec_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 /// An active snapshot that is aborted unless committed: on errors and on cancellation (the
@@ -195,8 +200,10 @@ impl KilnWorker {
                 .mount(prepared.active()?, &rootfs)
                 .map_err(other)?;
             let mounts = self.run_mounts(e, inputs).await?;
+            let resources = super::scope::current().resources;
             let mut env = e.meta.env.clone();
             env.extend(mounts.env.iter().cloned());
+            super::proxy_env::add_to(&mut env, &super::scope::current().proxy_env);
             let spec = ExecSpec {
                 rootfs: rootfs.clone(),
                 args: e.meta.args.clone(),
@@ -211,8 +218,15 @@ impl KilnWorker {
                 network: e.network,
                 security: e.security,
                 mounts: mounts.extra.clone(),
+                resources,
             };
             let vv = v.clone();
+            // Taken last, once the step has everything else (cache-mount locks included), and
+            // held only while it runs: a slot holder never waits for another step.
+            let _slot = self.exec_slot(v).await?;
+            let oom_before = resources
+                .memory
+                .and_then(|_| super::exec::resources::oom_kills());
             let outcome = self
                 .executor
                 .run(
@@ -221,10 +235,31 @@ impl KilnWorker {
                     Default::default(),
                 )
                 .await
-                .map_err(other)?;
+                .map_err(|e| match e {
+                    // The runtime could not set the container up; limits are a likely cause.
+                    super::exec::ExecError::Runtime { .. } if !resources.is_empty() => other(
+                        format!("{e} (with RUN limits {resources}: does this host's cgroup setup allow them?)"),
+                    ),
+                    e => other(e),
+                })?;
+            drop(_slot);
             drop(mounts);
             drop(guard);
             let cmd = e.meta.args.join(" ");
+            let killed = matches!(
+                outcome,
+                ExitOutcome::Exited(137) | ExitOutcome::Signaled(libc::SIGKILL)
+            );
+            if let (true, Some(limit)) = (killed, resources.memory_text()) {
+                // With the kernel's OOM count at hand, only a kill it counted is called one.
+                let oom = match (oom_before, super::exec::resources::oom_kills()) {
+                    (Some(a), Some(b)) => b > a,
+                    _ => true,
+                };
+                if oom {
+                    return Err(Box::new(OpError::OutOfMemory { cmd, limit }) as WorkerError);
+                }
+            }
             match outcome {
                 ExitOutcome::Exited(0) => Ok(()),
                 ExitOutcome::Exited(code) => {
@@ -238,6 +273,22 @@ impl KilnWorker {
         .await;
         result?;
         Ok(vec![WorkRef::Snapshot(prepared.commit(None)?)])
+    }
+
+    /// A permit to run a container, waited for (and said so) when `max_parallelism` steps
+    /// already run.
+    async fn exec_slot(
+        &self,
+        v: &VertexCtx,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, WorkerError> {
+        let Some(slots) = &self.exec_slots else {
+            return Ok(None);
+        };
+        if let Ok(p) = slots.clone().try_acquire_owned() {
+            return Ok(Some(p));
+        }
+        v.status("waiting for a free step slot (max_parallelism)");
+        slots.clone().acquire_owned().await.map(Some).map_err(other)
     }
 
     async fn file_op(&self, f: &FileOp, inputs: &[WorkRef]) -> Result<Vec<WorkRef>, WorkerError> {

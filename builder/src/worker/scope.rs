@@ -15,6 +15,10 @@ pub struct BuildScope {
     /// Local directories by source name (`context`).
     pub locals: HashMap<String, PathBuf>,
     pub session: Arc<BuildSession>,
+    /// The proxy build args every RUN gets (`worker::proxy_env`), `KEY=value`.
+    pub proxy_env: Vec<String>,
+    /// RUN containers' memory and CPU limits (the build's, else the engine's defaults).
+    pub resources: super::exec::Resources,
 }
 
 tokio::task_local! {
@@ -41,6 +45,8 @@ mod tests {
         let scope = |dir: &str| BuildScope {
             locals: HashMap::from([("context".to_string(), PathBuf::from(dir))]),
             session: Arc::default(),
+            proxy_env: Vec::new(),
+            resources: Default::default(),
         };
         let look = || async {
             tokio::task::yield_now().await;

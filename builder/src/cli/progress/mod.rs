@@ -1,8 +1,10 @@
 //! Progress display of a build, BuildKit-style: `plain` prints one numbered line per event
-//! (CI logs), `tty` keeps a live block redrawn in place, `quiet` prints nothing.
+//! (CI logs), `tty` keeps a live block redrawn in place, `json` one JSON object per event
+//! (machines), `quiet` prints nothing.
 
 mod excerpt;
 mod frame;
+mod json;
 mod logtail;
 mod model;
 mod plain;
@@ -22,7 +24,28 @@ pub use excerpt::render_source_excerpt;
 pub enum Mode {
     Plain,
     Tty,
+    Json,
     Quiet,
+}
+
+impl Mode {
+    /// `--progress VALUE` (`-q` wins): `auto` is `tty` on a terminal, else `plain`.
+    pub fn parse(progress: &str, quiet: bool) -> Result<Mode, String> {
+        use std::io::IsTerminal;
+        let mode = match progress {
+            "auto" if std::io::stderr().is_terminal() => Mode::Tty,
+            "auto" | "plain" => Mode::Plain,
+            "tty" => Mode::Tty,
+            "json" | "rawjson" => Mode::Json,
+            "quiet" => Mode::Quiet,
+            other => {
+                return Err(format!(
+                    "unknown --progress mode {other:?} (auto, plain, tty, json or quiet)"
+                ))
+            }
+        };
+        Ok(if quiet { Mode::Quiet } else { mode })
+    }
 }
 
 /// What the display already showed, so that the caller does not repeat it.
@@ -56,24 +79,18 @@ impl Renderer {
             Mode::Quiet => Shown::default(),
             Mode::Plain => {
                 let mut plain = plain::Plain::new(self.started);
-                let mut stoppable = true;
-                loop {
-                    tokio::select! {
-                        // Biased: events already queued are printed before a stop is noticed.
-                        biased;
-                        ev = rx.recv() => match ev {
-                            Some(ev) => {
-                                let _ = plain.handle(ev, &mut std::io::stderr().lock());
-                            }
-                            None => break,
-                        },
-                        r = &mut stop, if stoppable => match r {
-                            Ok(()) => break,
-                            // A dropped sender is not a request to stop.
-                            Err(_) => stoppable = false,
-                        },
-                    }
-                }
+                each_event(&mut rx, &mut stop, |ev| {
+                    let _ = plain.handle(ev, &mut std::io::stderr().lock());
+                })
+                .await;
+                Shown::default()
+            }
+            Mode::Json => {
+                let mut json = json::Json::new(self.started);
+                each_event(&mut rx, &mut stop, |ev| {
+                    let _ = json.handle(ev, &mut std::io::stderr().lock());
+                })
+                .await;
                 Shown::default()
             }
             Mode::Tty => {
@@ -83,6 +100,30 @@ impl Renderer {
                     failed_output: tty::run(rx, stop, self.started, color).await,
                 }
             }
+        }
+    }
+}
+
+/// Hands every event to `show` until every sender is gone or `stop` fires.
+async fn each_event(
+    rx: &mut UnboundedReceiver<ProgressEvent>,
+    stop: &mut oneshot::Receiver<()>,
+    mut show: impl FnMut(ProgressEvent),
+) {
+    let mut stoppable = true;
+    loop {
+        tokio::select! {
+            // Biased: events already queued are shown before a stop is noticed.
+            biased;
+            ev = rx.recv() => match ev {
+                Some(ev) => show(ev),
+                None => break,
+            },
+            r = &mut *stop, if stoppable => match r {
+                Ok(()) => break,
+                // A dropped sender is not a request to stop.
+                Err(_) => stoppable = false,
+            },
         }
     }
 }

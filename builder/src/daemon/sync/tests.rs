@@ -141,3 +141,31 @@ fn xattrs_follow_the_client_and_need_no_content_transfer() {
         Some(b"2".to_vec())
     );
 }
+
+/// A sync with nothing changed writes nothing: every kept entry's ctime stays, so the build's
+/// content checksums (keyed by ctime) are still valid and no file is read again.
+#[test]
+fn an_unchanged_sync_touches_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let (src, dst) = (t.path().join("src"), t.path().join("dst"));
+    std::fs::create_dir_all(src.join("dir")).unwrap();
+    std::fs::write(src.join("a"), "aaa").unwrap();
+    std::fs::write(src.join("dir/b"), "bb").unwrap();
+    std::os::unix::fs::symlink("dir/b", src.join("link")).unwrap();
+    sync(&src, &dst);
+    let ctimes = |root: &Path| -> Vec<(String, i64, i64)> {
+        walkdir::WalkDir::new(root)
+            .sort_by_file_name()
+            .into_iter()
+            .map(|e| {
+                let e = e.unwrap();
+                let m = e.path().symlink_metadata().unwrap();
+                (e.path().display().to_string(), m.ctime(), m.ctime_nsec())
+            })
+            .collect()
+    };
+    let before = ctimes(&dst);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    assert_eq!(sync(&src, &dst), (0, 0));
+    assert_eq!(ctimes(&dst), before);
+}

@@ -1,6 +1,7 @@
 //! Executor: runs a build step's process in a rootfs under an OCI runtime (runc / crun).
 
 mod netfiles;
+pub mod resources;
 pub mod rootfs;
 mod runc;
 mod spec;
@@ -12,6 +13,7 @@ pub mod user;
 use std::path::PathBuf;
 
 pub use kiln_solver::llb::{NetMode, SecurityMode};
+pub use resources::{Resources, WorkerLimits};
 pub use runc::RuncExecutor;
 pub use tokio_util::sync::CancellationToken;
 pub use user::{resolve_user, ResolvedUser};
@@ -42,6 +44,8 @@ pub struct ExecSpec {
     /// Insecure = all capabilities, no masked paths, all devices (`RUN --security=insecure`).
     pub security: SecurityMode,
     pub mounts: Vec<ExtraMount>,
+    /// Memory and CPU limits (`linux.resources`).
+    pub resources: Resources,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

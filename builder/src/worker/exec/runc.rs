@@ -198,6 +198,7 @@ fn prepare(spec: &ExecSpec, bundle: &Path, log: &Path) -> Result<(Root, MountStu
         hosts_file: &hosts_file.to_string_lossy(),
         resolv_file: &resolv_file.to_string_lossy(),
         mounts: &spec.mounts,
+        resources: &spec.resources,
     });
     let json = serde_json::to_vec_pretty(&config)
         .map_err(|e| ExecError::InvalidSpec(format!("encoding config.json: {e}")))?;

@@ -105,6 +105,7 @@ pub struct SpecInput<'a> {
     pub hosts_file: &'a str,
     pub resolv_file: &'a str,
     pub mounts: &'a [ExtraMount],
+    pub resources: &'a super::Resources,
 }
 
 fn mount(dest: &str, kind: &str, source: &str, options: &[&str]) -> Value {
@@ -254,6 +255,7 @@ pub fn config(input: &SpecInput<'_>) -> Value {
         "namespaces": namespaces,
         "resources": { "devices": devices },
     });
+    input.resources.apply(&mut linux["resources"]);
     if !insecure {
         linux["maskedPaths"] = json!(MASKED_PATHS);
         linux["readonlyPaths"] = json!(READONLY_PATHS);

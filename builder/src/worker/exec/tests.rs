@@ -429,3 +429,46 @@ async fn run_on_snapshot_leaves_clean_upper_dir() {
     }
     snaps.commit(child, None).unwrap();
 }
+
+async fn memory_and_cpu_limits(binary: &str) {
+    let env = busybox_env();
+    let ex = env.executor(binary);
+    let resources = Resources {
+        memory: Some(32 << 20),
+        cpu_quota: Some(50_000),
+        cpu_period: Some(100_000),
+    };
+    // What the container's own cgroup says (v1: per controller; v2: one directory).
+    let mut spec = sh(
+        &env,
+        "cat /sys/fs/cgroup/memory/memory.limit_in_bytes /sys/fs/cgroup/cpu/cpu.cfs_quota_us \
+         2>/dev/null || cat /sys/fs/cgroup/memory.max /sys/fs/cgroup/cpu.max",
+    );
+    spec.resources = resources;
+    let (r, out, err) = run(&ex, spec).await;
+    assert_eq!(r.unwrap(), ExitOutcome::Exited(0), "stderr: {err}");
+    let words: Vec<&str> = out.split_whitespace().collect();
+    assert_eq!(words[0], (32u64 << 20).to_string(), "{out}");
+    assert_eq!(words[1], "50000", "{out}");
+
+    // 100 MB in one buffer: killed at the limit; a small one fits.
+    let before = resources::oom_kills();
+    let mut spec = sh(&env, "dd if=/dev/zero of=/dev/null bs=100M count=1");
+    spec.resources = resources;
+    let (r, _, err) = run(&ex, spec).await;
+    assert_eq!(r.unwrap(), ExitOutcome::Exited(137), "stderr: {err}");
+    if let (Some(a), Some(b)) = (before, resources::oom_kills()) {
+        assert!(b > a, "the kernel counted an OOM kill");
+    }
+    let mut spec = sh(&env, "dd if=/dev/zero of=/dev/null bs=4M count=1");
+    spec.resources = resources;
+    let (r, _, err) = run(&ex, spec).await;
+    assert_eq!(r.unwrap(), ExitOutcome::Exited(0), "stderr: {err}");
+}
+
+#[tokio::test]
+async fn runc_memory_and_cpu_limits() {
+    if can_run() {
+        memory_and_cpu_limits("runc").await;
+    }
+}
