@@ -271,6 +271,11 @@ async fn run(
     // Never beside a garbage collection (which gives way when a build waits).
     let pass = daemon.gc.gate.build().await;
     let outcome = daemon.engine.clone().build(opts, progress).await;
+    if let Ok(o) = &outcome {
+        for p in &o.pushes {
+            daemon.metrics.pushed(p);
+        }
+    }
     drop(pass);
     // Every progress sender is gone with the build: the forwarder drains and ends.
     let _ = forward.await;

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub gc_freed_bytes: AtomicU64,
     /// Milliseconds, summed over collections.
     pub gc_millis: AtomicU64,
+    pub pushes: AtomicU64,
+    pub pushed_bytes: AtomicU64,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -60,6 +62,12 @@ impl Metrics {
         add(&self.gc_millis, took.as_millis() as u64);
     }
 
+    /// One image pushed (from a build or from the store).
+    pub fn pushed(&self, out: &crate::engine::push::PushOutcome) {
+        add(&self.pushes, 1);
+        add(&self.pushed_bytes, out.bytes_uploaded);
+    }
+
     /// Counts a build from here to its end (however it ends: the guard's drop).
     pub fn build(self: &Arc<Self>) -> BuildGuard {
         add(&self.builds_started, 1);
@@ -75,7 +83,19 @@ impl Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let one = |c: &AtomicU64| vec![(String::new(), get(c).to_string())];
         let mut out = String::new();
-        let counters: [Family; 11] = [
+        let counters: [Family; 13] = [
+            (
+                "kiln_pushes_total",
+                "counter",
+                "Images pushed to registries.",
+                one(&self.pushes),
+            ),
+            (
+                "kiln_pushed_bytes_total",
+                "counter",
+                "Blob bytes uploaded to registries (blobs a registry had or mounted cost none).",
+                one(&self.pushed_bytes),
+            ),
             (
                 "kiln_builds_started_total",
                 "counter",
@@ -266,8 +286,19 @@ mod tests {
             digest: kiln_solver::llb::Digest::of(b"x"),
             name: String::new(),
         });
+        m.pushed(&crate::engine::push::PushOutcome {
+            name: "r/app:1".into(),
+            digest: kiln_registry::Digest::sha256_of(b"m"),
+            size: 500,
+            uploaded: 2,
+            existed: 1,
+            mounted: 0,
+            bytes_uploaded: 12345,
+        });
         let text = m.render();
         for want in [
+            "kiln_pushes_total 1\n",
+            "kiln_pushed_bytes_total 12345\n",
             "kiln_builds_started_total 4\n",
             "kiln_builds_failed_total 1\n",
             "kiln_builds_cancelled_total 1\n",

@@ -141,7 +141,8 @@ async fn run(d: &Daemon, first: Msg, progress: Progress) -> proto::RegistryResul
             let dest = Some(p.destination.as_str()).filter(|s| !s.is_empty());
             match d.engine.push_stored(&p.name, dest, spec, &progress).await {
                 Ok(out) => {
-                    tracing::info!(name = %out.name, "pushed");
+                    tracing::info!(name = %out.name, bytes = out.bytes_uploaded, "pushed");
+                    d.metrics.pushed(&out);
                     proto::RegistryResult {
                         error: String::new(),
                         done: Some(Done::Push(pushed_to_wire(&out))),

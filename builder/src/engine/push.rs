@@ -59,6 +59,8 @@ pub struct PushOutcome {
     pub uploaded: usize,
     pub existed: usize,
     pub mounted: usize,
+    /// Bytes of the blobs uploaded (what went over the network).
+    pub bytes_uploaded: u64,
 }
 
 impl Engine {
@@ -235,6 +237,19 @@ impl Engine {
                 .filter(|(_, h)| *h == k)
                 .count()
         };
+        let size_of = |d: &kiln_registry::Digest| {
+            std::iter::once(&manifest.config)
+                .chain(&manifest.layers)
+                .find(|x| x.digest == *d)
+                .map_or(0, |x| x.size)
+        };
+        let bytes_uploaded = pushed
+            .blobs
+            .iter()
+            .chain(early)
+            .filter(|(_, h)| *h == BlobPushed::Uploaded)
+            .map(|(d, _)| size_of(d))
+            .sum();
         Ok(PushOutcome {
             name,
             digest: pushed.digest.clone(),
@@ -242,6 +257,7 @@ impl Engine {
             uploaded: count(BlobPushed::Uploaded),
             existed: count(BlobPushed::Exists),
             mounted: count(BlobPushed::Mounted),
+            bytes_uploaded,
         })
     }
 
