@@ -3,6 +3,12 @@
 
 /// Decimal units (`12.346MB`), as `docker images` and `buildx du` show sizes.
 pub fn human_size(n: u64) -> String {
+    human_size_to(n, 3).replace(".000", "")
+}
+
+/// Decimal units with `decimals` digits after the point (`20.7MB` with 1, as `docker push`
+/// shows progress); plain bytes below 1 kB.
+pub fn human_size_to(n: u64, decimals: usize) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -13,7 +19,7 @@ pub fn human_size(n: u64) -> String {
     if u == 0 {
         format!("{n}B")
     } else {
-        format!("{v:.3}{}", units[u]).replace(".000", "")
+        format!("{v:.decimals$}{}", units[u])
     }
 }
 

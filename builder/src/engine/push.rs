@@ -455,18 +455,7 @@ fn short(d: &kiln_registry::Digest) -> String {
 }
 
 fn human(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < UNITS.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[u])
-    }
+    crate::units::human_size_to(n, 1)
 }
 
 #[cfg(test)]
