@@ -125,7 +125,7 @@ fn daemon_serves_tcp_with_mutual_tls_and_refuses_strangers() {
     remote(&["save", "-o", s(&saved), "tls/app:1"]);
     let listing = common::run("tar", &["-tf", s(&saved)]);
     assert!(listing.lines().any(|l| l == "manifest.json"), "{listing}");
-    assert!(!env.path("saved.kiln-partial").exists());
+    assert!(!env.path("saved.tar.kiln-partial").exists());
     // A save the daemon refuses leaves no file behind.
     let refused = env.path("refused.tar");
     let out = over_tcp(
@@ -140,7 +140,7 @@ fn daemon_serves_tcp_with_mutual_tls_and_refuses_strangers() {
         "{}",
         stderr(&out)
     );
-    assert!(!refused.exists() && !env.path("refused.kiln-partial").exists());
+    assert!(!refused.exists() && !env.path("refused.tar.kiln-partial").exists());
 
     // The same from a certs dir (buildctl's --tlsdir layout) and from the environment.
     let dir = env.path("tlsdir");

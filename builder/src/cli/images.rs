@@ -121,7 +121,7 @@ pub async fn save(engine: &Arc<Engine>, output: &Path, names: &[String]) -> Resu
     for n in names {
         engine.image_record(n)?;
     }
-    let tmp = output.with_extension("kiln-partial");
+    let tmp = crate::engine::build::partial_path(output);
     let f = std::io::BufWriter::with_capacity(
         1 << 20,
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,

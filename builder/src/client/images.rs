@@ -40,7 +40,7 @@ pub async fn save(addr: &str, names: &[String], output: &Path) -> Result<(), Cli
         names: names.to_vec(),
     };
     let mut inbound = client.save(req).await?.into_inner();
-    let tmp = output.with_extension("kiln-partial");
+    let tmp = crate::engine::build::partial_path(output);
     let io = |source| ClientError::Output {
         path: output.to_path_buf(),
         source,

@@ -19,12 +19,33 @@ fn internal(e: impl std::fmt::Display) -> Status {
     Status::internal(e.to_string())
 }
 
+pub fn listed_to_wire(i: ListedImage) -> proto::ListedImage {
+    proto::ListedImage {
+        name: i.name,
+        digest: i.digest,
+        created: i.created,
+        size: i.size,
+    }
+}
+
 pub fn listed_from_wire(i: proto::ListedImage) -> ListedImage {
     ListedImage {
         name: i.name,
         digest: i.digest,
         created: i.created,
         size: i.size,
+    }
+}
+
+pub fn stored_to_wire(s: StoredImage) -> proto::ImageInfoResponse {
+    proto::ImageInfoResponse {
+        name: s.record.name,
+        digest: s.record.digest,
+        media_type: s.record.media_type,
+        size: s.record.size,
+        created: s.record.created,
+        manifest: s.manifest,
+        config: s.config,
     }
 }
 
@@ -39,6 +60,19 @@ pub fn stored_from_wire(r: proto::ImageInfoResponse) -> StoredImage {
         },
         manifest: r.manifest,
         config: r.config,
+    }
+}
+
+pub fn outcome_to_wire(o: ContainerdOutcome) -> proto::ExportContainerdResponse {
+    proto::ExportContainerdResponse {
+        names: o.names,
+        manifest: o.manifest,
+        namespace: o.namespace,
+        bytes_written: o.bytes_written,
+        blobs_written: o.blobs_written as u64,
+        blobs_present: o.blobs_present as u64,
+        layers_unpacked: o.layers_unpacked as u64,
+        layers_existed: o.layers_existed as u64,
     }
 }
 
@@ -64,15 +98,7 @@ pub async fn list(d: Arc<Daemon>) -> Result<proto::ListImagesResponse, Status> {
         .map_err(internal)?
         .map_err(status)?;
     Ok(proto::ListImagesResponse {
-        images: images
-            .into_iter()
-            .map(|i| proto::ListedImage {
-                name: i.name,
-                digest: i.digest,
-                created: i.created,
-                size: i.size,
-            })
-            .collect(),
+        images: images.into_iter().map(listed_to_wire).collect(),
     })
 }
 
@@ -84,15 +110,7 @@ pub async fn info(
         .await
         .map_err(internal)?
         .map_err(status)?;
-    Ok(proto::ImageInfoResponse {
-        name: s.record.name,
-        digest: s.record.digest,
-        media_type: s.record.media_type,
-        size: s.record.size,
-        created: s.record.created,
-        manifest: s.manifest,
-        config: s.config,
-    })
+    Ok(stored_to_wire(s))
 }
 
 type SaveTx = mpsc::Sender<Result<proto::SaveChunk, Status>>;
@@ -177,14 +195,67 @@ pub async fn export_containerd(
             _ => Status::internal(e.to_string()),
         })?;
     tracing::info!(names = ?o.names, namespace = %o.namespace, "exported to containerd");
-    Ok(proto::ExportContainerdResponse {
-        names: o.names,
-        manifest: o.manifest,
-        namespace: o.namespace,
-        bytes_written: o.bytes_written,
-        blobs_written: o.blobs_written as u64,
-        blobs_present: o.blobs_present as u64,
-        layers_unpacked: o.layers_unpacked as u64,
-        layers_existed: o.layers_existed as u64,
-    })
+    Ok(outcome_to_wire(o))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn answers_survive_the_wire() {
+        let l = ListedImage {
+            name: "docker.io/library/app:1".into(),
+            digest: "sha256:ab".into(),
+            created: 7,
+            size: 9,
+        };
+        assert_eq!(listed_from_wire(listed_to_wire(l.clone())), l);
+        let s = StoredImage {
+            record: ImageRecord {
+                name: "docker.io/library/app:1".into(),
+                digest: "sha256:ab".into(),
+                media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+                size: 3,
+                created: 4,
+            },
+            manifest: b"{}".to_vec(),
+            config: b"{\"os\":\"linux\"}".to_vec(),
+        };
+        assert_eq!(stored_from_wire(stored_to_wire(s.clone())), s);
+        let o = ContainerdOutcome {
+            names: vec!["a".into()],
+            manifest: "sha256:cd".into(),
+            namespace: "k8s.io".into(),
+            bytes_written: 1,
+            blobs_written: 2,
+            blobs_present: 3,
+            layers_unpacked: 4,
+            layers_existed: 5,
+        };
+        assert_eq!(outcome_from_wire(outcome_to_wire(o.clone())), o);
+    }
+
+    #[test]
+    fn saved_bytes_arrive_whole_and_marked_complete() {
+        let (tx, mut rx) = mpsc::channel(8);
+        let mut w = ChunkWriter {
+            tx,
+            buf: Vec::new(),
+        };
+        let big = vec![7u8; CHUNK + 10];
+        w.write_all(&big).unwrap();
+        w.write_all(b"tail").unwrap();
+        w.send(true).unwrap();
+        drop(w);
+        let mut got = Vec::new();
+        let mut eofs = Vec::new();
+        while let Some(Ok(c)) = rx.blocking_recv() {
+            got.extend(c.data);
+            eofs.push(c.eof);
+        }
+        assert_eq!(got.len(), big.len() + 4);
+        assert_eq!(eofs, [false, true]);
+    }
 }
