@@ -539,3 +539,46 @@ fn socket_permission_denied_is_clear() {
         "{err}"
     );
 }
+
+#[test]
+fn export_through_kilnd_runs_on_the_daemons_host() {
+    const T: &str = "export_through_kilnd_runs_on_the_daemons_host";
+    let Some((env, k)) = k8s(T) else { return };
+    let d = common::kilnd::Kilnd::start(&env);
+    let pid = std::process::id();
+    let image = name("via-kilnd");
+    let ctx = env.context(
+        "via",
+        &format!("FROM $BASE\nRUN echo via-{pid} > /v\nCMD [\"cat\", \"/v\"]\n"),
+        &[],
+    );
+    // kiln finds the daemon serving its root: both the build and the export go through it.
+    build(&env, &image, &ctx);
+    let export = || {
+        let out = env
+            .kiln()
+            .args(["--addr", &d.addr()])
+            .args(["export", "containerd", "--address", &k.sock, &image])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}\n{}", stderr(&out), d.logs());
+        k.track(&image);
+        stderr(&out)
+    };
+    let first = export();
+    assert!(bytes_written(&first) > 0, "{first}");
+    assert!(d.logs().contains("exported to containerd"), "{}", d.logs());
+    assert_eq!(bytes_written(&export()), 0);
+    assert_eq!(k.run(&image, &id("via-kilnd"), &[]), format!("via-{pid}\n"));
+    // A name the daemon's store lacks is refused by the daemon, and nothing is left.
+    let out = env
+        .kiln()
+        .args(["--addr", &d.addr()])
+        .args(["export", "containerd", "--address", &k.sock])
+        .arg(name("via-none"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("no such image"), "{}", stderr(&out));
+    assert!(k.image(&name("via-none")).is_none());
+}

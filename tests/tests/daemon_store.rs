@@ -64,7 +64,7 @@ fn daemon_tags_removes_loads_and_imports_for_its_clients() {
     );
     assert!(stderr(&out).contains("store/none:1"), "{}", stderr(&out));
 
-    // save (read beside the daemon), remove, load back through the daemon.
+    // save (the archive streamed back), remove, load back through the daemon.
     let archive = env.path("app.tar");
     ok(
         &env,

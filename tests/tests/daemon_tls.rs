@@ -1,5 +1,6 @@
 //! End to end: kilnd on TCP with mutual TLS. A client with a certificate from kilnd's CA
-//! builds; one without a certificate, with one from another CA, or distrusting kilnd's
+//! builds and reads the daemon's store (images, inspect, history, save) as the embedded engine
+//! would; one without a certificate, with one from another CA, or distrusting kilnd's
 //! certificate is refused and told why; plain TCP needs kilnd's explicit consent.
 
 mod common;
@@ -40,7 +41,7 @@ fn daemon_serves_tcp_with_mutual_tls_and_refuses_strangers() {
     let pki = TestPki::generate(&env.path("pki"));
     let other = TestPki::generate(&env.path("other-pki"));
     let addr = format!("tcp://127.0.0.1:{}", free_port());
-    let d = Kilnd::start_with(
+    let mut d = Kilnd::start_with(
         &env,
         &[
             "--addr",
@@ -86,6 +87,60 @@ fn daemon_serves_tcp_with_mutual_tls_and_refuses_strangers() {
     assert!(stderr(&out).contains("over tls"), "{}", stderr(&out));
     let listing = common::run("tar", &["-tf", s(&dest)]);
     assert!(listing.lines().any(|l| l == "msg"), "{listing}");
+
+    // The store's reads go through the daemon too: a client with a root of its own (nothing
+    // in it) sees the daemon's images, and says what the embedded engine says on that store.
+    let remote = |args: &[&str]| {
+        let out = Command::new(&env.bin)
+            .args(["--root", s(&env.path("client-root"))])
+            .args(["--state", s(&env.path("client-state"))])
+            .args(["--addr", &addr])
+            .args(good)
+            .args(args)
+            .env("DOCKER_CONFIG", env.docker_config())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}\n{}",
+            stderr(&out),
+            d.logs()
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    // (The build above wrote a tar only: this one stores the image.)
+    let out = over_tcp(&env, &addr, &good, &["build", "-t", "tls/app:1", s(&ctx)]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let reads: [&[&str]; 5] = [
+        &["images"],
+        &["images", "--quiet", "--no-trunc"],
+        &["inspect", "tls/app:1"],
+        &["history", "tls/app:1"],
+        &["history", "--no-trunc", "tls/app:1"],
+    ];
+    let through: Vec<String> = reads.iter().map(|a| remote(a)).collect();
+    assert!(through[0].contains("docker.io/tls/app"), "{}", through[0]);
+    assert!(through[3].contains("COPY msg /msg"), "{}", through[3]);
+    let saved = env.path("saved.tar");
+    remote(&["save", "-o", s(&saved), "tls/app:1"]);
+    let listing = common::run("tar", &["-tf", s(&saved)]);
+    assert!(listing.lines().any(|l| l == "manifest.json"), "{listing}");
+    assert!(!env.path("saved.tar.kiln-partial").exists());
+    // A save the daemon refuses leaves no file behind.
+    let refused = env.path("refused.tar");
+    let out = over_tcp(
+        &env,
+        &addr,
+        &good,
+        &["save", "-o", s(&refused), "tls/none:1"],
+    );
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no such image: tls/none:1"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!refused.exists() && !env.path("refused.tar.kiln-partial").exists());
 
     // The same from a certs dir (buildctl's --tlsdir layout) and from the environment.
     let dir = env.path("tlsdir");
@@ -169,6 +224,20 @@ fn daemon_serves_tcp_with_mutual_tls_and_refuses_strangers() {
     // Plain TCP to a TLS port gets nowhere.
     let out = over_tcp(&env, &addr, &[], &["info"]);
     assert!(!out.status.success(), "{}", stderr(&out));
+
+    // Without the daemon, on its store, the same reads say the same.
+    d.signal("-TERM");
+    assert!(d.wait(std::time::Duration::from_secs(30)).success());
+    for (args, remote) in reads.iter().zip(&through) {
+        let embedded = String::from_utf8_lossy(&env.ok(args).stdout).to_string();
+        assert_eq!(&embedded, remote, "{args:?}");
+    }
+    let embedded = env.path("embedded.tar");
+    env.ok(&["save", "-o", s(&embedded), "tls/app:1"]);
+    assert!(
+        std::fs::read(&embedded).unwrap() == std::fs::read(&saved).unwrap(),
+        "the archives differ"
+    );
 }
 
 #[test]

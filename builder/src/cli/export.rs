@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
 
+use crate::daemon::proto::ExportContainerdRequest;
 use crate::engine::Engine;
 use crate::export::containerd::{
     ContainerdOutcome, ContainerdTarget, DEFAULT_ADDRESS, DEFAULT_NAMESPACE, DEFAULT_SNAPSHOTTER,
@@ -13,13 +14,15 @@ use crate::export::containerd::{
 
 #[derive(Subcommand, Debug)]
 pub enum ExportCommand {
-    /// Into containerd's image store over its gRPC API, unpacked for kubelet.
+    /// Into containerd's image store over its gRPC API, unpacked for kubelet. Through kilnd
+    /// (--addr, or the daemon serving --root), the daemon does it on its own host, to the
+    /// containerd at --address there.
     Containerd(ContainerdArgs),
 }
 
 #[derive(Args, Debug)]
 pub struct ContainerdArgs {
-    /// containerd's gRPC socket.
+    /// containerd's gRPC socket (through kilnd: on the daemon's host).
     #[arg(long, env = "CONTAINERD_ADDRESS", default_value = DEFAULT_ADDRESS)]
     pub address: String,
     /// containerd namespace (kubelet reads k8s.io); created if missing.
@@ -40,6 +43,40 @@ pub struct ContainerdArgs {
 }
 
 pub async fn run(engine: Arc<Engine>, cmd: ExportCommand) -> Result<()> {
+    each_image(cmd, |name, as_names, target| {
+        let engine = engine.clone();
+        async move {
+            Ok(engine
+                .export_stored_to_containerd(&name, &as_names, &target)
+                .await?)
+        }
+    })
+    .await
+}
+
+/// The same, done by kilnd on its host.
+pub async fn run_remote(addr: &str, cmd: ExportCommand) -> Result<()> {
+    each_image(cmd, |name, as_names, target| async move {
+        let req = ExportContainerdRequest {
+            name,
+            as_names,
+            address: target.address,
+            namespace: target.namespace,
+            unpack: target.unpack,
+            snapshotter: target.snapshotter,
+        };
+        Ok(crate::client::images::export_containerd(addr, req).await?)
+    })
+    .await
+}
+
+/// Exports each image in turn with `export`, reporting each as it is done (the same with or
+/// without the daemon).
+async fn each_image<F, Fut>(cmd: ExportCommand, export: F) -> Result<()>
+where
+    F: Fn(String, Vec<String>, ContainerdTarget) -> Fut,
+    Fut: std::future::Future<Output = Result<ContainerdOutcome>>,
+{
     let ExportCommand::Containerd(args) = cmd;
     if args.as_name.is_some() && args.names.len() > 1 {
         bail!("--as names one image; {} were given", args.names.len());
@@ -53,9 +90,7 @@ pub async fn run(engine: Arc<Engine>, cmd: ExportCommand) -> Result<()> {
     for name in &args.names {
         let started = std::time::Instant::now();
         let as_names: Vec<String> = args.as_name.iter().cloned().collect();
-        let out = engine
-            .export_stored_to_containerd(name, &as_names, &target)
-            .await?;
+        let out = export(name.clone(), as_names, target.clone()).await?;
         eprintln!("{} ({:.1}s)", report(&out), started.elapsed().as_secs_f64());
     }
     Ok(())

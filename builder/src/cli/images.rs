@@ -4,16 +4,14 @@ use std::io::Write;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use kiln_frontend::ImageConfig;
-use kiln_registry::oci::{Descriptor, Manifest};
-use kiln_solver::llb::Digest;
+use kiln_registry::oci::Manifest;
 
 use crate::daemon::proto::{LoadStart, Removed};
+use crate::engine::views::{ListedImage, StoredImage};
 use crate::engine::Engine;
-use crate::export::archive::{write_archive, ArchiveFormat, ArchiveImage};
-use crate::store::images::ImageRecord;
 use crate::units::human_size;
 
 #[derive(Args, Debug)]
@@ -26,31 +24,11 @@ pub struct ImagesArgs {
     pub no_trunc: bool,
 }
 
-fn record(engine: &Engine, name: &str) -> Result<ImageRecord> {
-    Ok(engine.image_record(name)?)
-}
-
-/// Manifest + total layer size of a stored image.
-fn manifest_of(engine: &Engine, digest: &str) -> Result<Manifest> {
-    let d = Digest::parse(digest).ok_or_else(|| anyhow!("bad digest {digest}"))?;
-    let bytes = engine
-        .content
-        .read_all(&d)
-        .with_context(|| format!("manifest {digest}"))?;
-    Ok(serde_json::from_slice(&bytes)?)
-}
-
-fn config_of(engine: &Engine, m: &Manifest) -> Result<ImageConfig> {
-    let d =
-        Digest::parse(&m.config.digest.to_string()).ok_or_else(|| anyhow!("bad config digest"))?;
-    Ok(serde_json::from_slice(&engine.content.read_all(&d)?)?)
-}
-
-pub fn list(engine: &Engine, args: ImagesArgs) -> Result<()> {
-    let recs = engine.images.list()?;
+/// `kiln images`, from the engine's listing here or kilnd's.
+fn print_list(images: Vec<ListedImage>, args: &ImagesArgs) -> Result<()> {
     let mut out = std::io::stdout().lock();
     if args.quiet {
-        for r in recs {
+        for r in images {
             writeln!(out, "{}", r.digest)?;
         }
         return Ok(());
@@ -60,14 +38,11 @@ pub fn list(engine: &Engine, args: ImagesArgs) -> Result<()> {
         "{:<50} {:<12} {:<20} {:<20} SIZE",
         "REPOSITORY", "TAG", "IMAGE ID", "CREATED"
     )?;
-    for r in recs {
+    for r in images {
         let (repo, tag) = match r.name.rsplit_once(':') {
             Some((repo, tag)) if !tag.contains('/') => (repo.to_string(), tag.to_string()),
             _ => (r.name.clone(), "<none>".into()),
         };
-        let size: u64 = manifest_of(engine, &r.digest)
-            .map(|m| m.layers.iter().map(|l| l.size).sum::<u64>() + m.config.size)
-            .unwrap_or(0);
         let id = if args.no_trunc {
             r.digest.clone()
         } else {
@@ -83,10 +58,18 @@ pub fn list(engine: &Engine, args: ImagesArgs) -> Result<()> {
         writeln!(
             out,
             "{repo:<50} {tag:<12} {id:<20} {created:<20} {}",
-            human_size(size)
+            human_size(r.size)
         )?;
     }
     Ok(())
+}
+
+pub fn list(engine: &Engine, args: ImagesArgs) -> Result<()> {
+    print_list(engine.list_images()?, &args)
+}
+
+pub async fn list_remote(addr: &str, args: ImagesArgs) -> Result<()> {
+    print_list(crate::client::images::list(addr).await?, &args)
 }
 
 pub fn tag(engine: &Engine, source: &str, target: &str) -> Result<()> {
@@ -133,48 +116,29 @@ fn report_removed(removed: impl Iterator<Item = Removed>) -> Result<()> {
     Ok(())
 }
 
-fn archive_images(engine: &Engine, names: &[String]) -> Result<Vec<ArchiveImage>> {
-    names
-        .iter()
-        .map(|n| {
-            let r = record(engine, n)?;
-            let d = kiln_registry::digest::Digest::parse(&r.digest).map_err(|e| anyhow!("{e}"))?;
-            Ok(ArchiveImage {
-                names: vec![r.name.clone()],
-                manifest: Descriptor::new(r.media_type.clone(), d, r.size),
-            })
-        })
-        .collect()
-}
-
-pub async fn save(engine: &Engine, output: &Path, names: &[String]) -> Result<()> {
-    let imgs = archive_images(engine, names)?;
-    // Layers the store keeps as digests only are made again from their snapshots first.
-    let mut layers = Vec::new();
-    for i in &imgs {
-        layers.extend(
-            manifest_of(engine, &i.manifest.digest.to_string())?
-                .layers
-                .iter()
-                .map(|l| l.digest.to_string()),
-        );
+pub async fn save(engine: &Arc<Engine>, output: &Path, names: &[String]) -> Result<()> {
+    // Checked before any file is created, as through kilnd.
+    for n in names {
+        engine.image_record(n)?;
     }
-    let (snaps, content) = (engine.snapshots.clone(), engine.content.clone());
-    tokio::task::spawn_blocking(move || {
-        crate::export::layers::materialize(snaps.as_ref(), &content, &layers)
-    })
-    .await??;
-    let tmp = output.with_extension("kiln-partial");
+    let tmp = crate::engine::build::partial_path(output);
     let f = std::io::BufWriter::with_capacity(
         1 << 20,
         std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?,
     );
-    let content = engine.content.clone();
-    tokio::task::spawn_blocking(move || write_archive(&content, &imgs, ArchiveFormat::Docker, f))
-        .await??;
+    let (e, names) = (engine.clone(), names.to_vec());
+    let saved = tokio::task::spawn_blocking(move || e.save(&names, f)).await?;
+    if let Err(e) = saved {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
     // Never leave a half-written archive under the requested name.
     std::fs::rename(&tmp, output).with_context(|| format!("renaming to {}", output.display()))?;
     Ok(())
+}
+
+pub async fn save_remote(addr: &str, output: &Path, names: &[String]) -> Result<()> {
+    Ok(crate::client::images::save(addr, names, output).await?)
 }
 
 pub async fn load(engine: &Arc<Engine>, input: &Path) -> Result<()> {
@@ -232,10 +196,19 @@ pub async fn import(engine: &Arc<Engine>, tarball: &Path, name: &str) -> Result<
     Ok(())
 }
 
-pub fn inspect(engine: &Engine, name: &str) -> Result<()> {
-    let r = record(engine, name)?;
-    let m = manifest_of(engine, &r.digest)?;
-    let c = config_of(engine, &m)?;
+/// The manifest and config of a stored image, parsed.
+fn parsed(s: &StoredImage) -> Result<(Manifest, ImageConfig)> {
+    let m = serde_json::from_slice(&s.manifest)
+        .with_context(|| format!("manifest {}", s.record.digest))?;
+    let c = serde_json::from_slice(&s.config)
+        .with_context(|| format!("config of {}", s.record.name))?;
+    Ok((m, c))
+}
+
+/// `kiln inspect`, from the engine here or kilnd.
+fn print_inspect(s: &StoredImage) -> Result<()> {
+    let (m, c) = parsed(s)?;
+    let r = &s.record;
     let out = serde_json::json!([{
         "Name": r.name,
         "Digest": r.digest,
@@ -247,10 +220,25 @@ pub fn inspect(engine: &Engine, name: &str) -> Result<()> {
     Ok(())
 }
 
+pub fn inspect(engine: &Engine, name: &str) -> Result<()> {
+    print_inspect(&engine.stored_image(name)?)
+}
+
+pub async fn inspect_remote(addr: &str, name: &str) -> Result<()> {
+    print_inspect(&crate::client::images::info(addr, name).await?)
+}
+
 pub fn history(engine: &Engine, name: &str, no_trunc: bool) -> Result<()> {
-    let r = record(engine, name)?;
-    let m = manifest_of(engine, &r.digest)?;
-    let c = config_of(engine, &m)?;
+    print_history(&engine.stored_image(name)?, no_trunc)
+}
+
+pub async fn history_remote(addr: &str, name: &str, no_trunc: bool) -> Result<()> {
+    print_history(&crate::client::images::info(addr, name).await?, no_trunc)
+}
+
+/// `kiln history`, from the engine here or kilnd.
+fn print_history(s: &StoredImage, no_trunc: bool) -> Result<()> {
+    let (m, c) = parsed(s)?;
     let mut layers = m.layers.iter().rev();
     let mut out = std::io::stdout().lock();
     writeln!(

@@ -242,38 +242,6 @@ pub fn registry_settings(
     }
 }
 
-/// A command that does not go through kilnd, with a daemon in the picture: every one left
-/// only reads the store (those that write it go through kilnd, whose in-memory state and GC
-/// would not see another process's writes), and reading beside the daemon is safe (the stores
-/// are shared under a shared lock). It runs here, on the daemon's root when `--addr` named
-/// the daemon, which must then run on this host. Returns the root and state to use.
-async fn beside_daemon(
-    daemon: &Daemon,
-    cmd: &Command,
-    root: PathBuf,
-    state: PathBuf,
-) -> anyhow::Result<(PathBuf, PathBuf)> {
-    let name = format!("{cmd:?}")
-        .split([' ', '(', '{'])
-        .next()
-        .unwrap_or_default()
-        .to_lowercase();
-    match daemon {
-        Daemon::Named(addr) => {
-            let info = crate::client::info(addr).await?;
-            // Only a daemon on this host has its store here.
-            let here = crate::daemon::pidfile::running(std::path::Path::new(&info.root));
-            if !matches!(here, Some(d) if d.pid == info.pid) {
-                anyhow::bail!(
-                    "`kiln {name}` does not go through kilnd yet, and the daemon at {addr} runs on another host"
-                );
-            }
-            Ok((PathBuf::from(info.root), PathBuf::from(info.state)))
-        }
-        _ => Ok((root, state)),
-    }
-}
-
 /// Ends the command with this exit status, having said everything already (no `ERROR:`).
 #[derive(Debug, thiserror::Error)]
 #[error("exit status {0}")]
@@ -312,7 +280,6 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
         Command::Logout { registry } => return registry::logout(registry.as_deref()),
         _ => {}
     }
-    let (mut root, mut state) = (cli.root.clone(), cli.state.clone());
     if let Some(daemon) = Daemon::find(cli.addr.as_deref(), &cli.root, cli.root_is_default) {
         match cli.command {
             Command::Build(args) => return build::run_remote(daemon.addr(), args).await,
@@ -334,14 +301,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<()> {
             Command::Push(args) => return registry::push_remote(daemon.addr(), args).await,
             Command::Prune(args) => return prune::prune_remote(daemon.addr(), args).await,
             Command::Du(args) => return prune::du_remote(daemon.addr(), args).await,
-            ref other => {
-                (root, state) = beside_daemon(&daemon, other, root, state).await?;
+            // Store reads, from the daemon's store.
+            Command::Images(args) => return images::list_remote(daemon.addr(), args).await,
+            Command::Inspect { name } => return images::inspect_remote(daemon.addr(), &name).await,
+            Command::History { name, no_trunc } => {
+                return images::history_remote(daemon.addr(), &name, no_trunc).await
             }
+            Command::Save { output, names } => {
+                return images::save_remote(daemon.addr(), &output, &names).await
+            }
+            // On the daemon's host, to the containerd there.
+            Command::Export(cmd) => return export::run_remote(daemon.addr(), cmd).await,
+            // Answered above, without an engine.
+            Command::Login(_) | Command::Logout { .. } => {}
         }
     }
     let opts = EngineOptions {
-        root,
-        state,
+        root: cli.root.clone(),
+        state: cli.state.clone(),
         runtime: cli.runtime.clone(),
         registry,
         worker: config.worker_backend(

@@ -2,6 +2,7 @@
 
 pub mod build;
 pub mod context;
+pub mod images;
 pub mod output;
 pub mod session;
 pub mod store;

@@ -118,9 +118,7 @@ async fn open(index: u32, dest: &OutputDest) -> Result<Open, ClientError> {
             if let Some(p) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
                 tokio::fs::create_dir_all(p).await.map_err(io)?;
             }
-            let mut name = dest.file_name().unwrap_or_default().to_os_string();
-            name.push(".kiln-partial");
-            let partial = dest.with_file_name(name);
+            let partial = crate::engine::build::partial_path(dest);
             let file = tokio::fs::File::create(&partial).await.map_err(io)?;
             Ok(Open::File {
                 index,

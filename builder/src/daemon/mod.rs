@@ -7,6 +7,7 @@ pub mod config;
 pub mod contexts;
 pub mod convert;
 pub mod gc;
+pub mod images;
 pub mod incoming;
 pub mod listen;
 pub mod metrics;

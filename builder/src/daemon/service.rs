@@ -1,5 +1,6 @@
-//! The gRPC service: `Info`, `Build` handed to [`super::build`], `DiskUsage` and `Prune`
-//! handed to [`super::usage`].
+//! The gRPC service: `Info`, `Build` handed to [`super::build`], the store commands to
+//! [`super::store`], [`super::transfer`] and [`super::images`], `DiskUsage` and `Prune` to
+//! [`super::usage`].
 
 use std::path::Path;
 use std::sync::Arc;
@@ -151,6 +152,43 @@ impl proto::control_server::Control for ControlService {
             return Err(Status::unavailable("kilnd is shutting down"));
         }
         super::usage::prune(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_images(
+        &self,
+        _req: Request<proto::ListImagesRequest>,
+    ) -> Result<Response<proto::ListImagesResponse>, Status> {
+        super::images::list(self.0.clone()).await.map(Response::new)
+    }
+
+    async fn image_info(
+        &self,
+        req: Request<proto::ImageInfoRequest>,
+    ) -> Result<Response<proto::ImageInfoResponse>, Status> {
+        super::images::info(self.0.clone(), req.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type SaveStream = ReceiverStream<Result<proto::SaveChunk, Status>>;
+
+    async fn save(
+        &self,
+        req: Request<proto::SaveRequest>,
+    ) -> Result<Response<Self::SaveStream>, Status> {
+        self.serve_stream(|d, tx| super::images::save(d, req.into_inner(), tx))
+    }
+
+    async fn export_containerd(
+        &self,
+        req: Request<proto::ExportContainerdRequest>,
+    ) -> Result<Response<proto::ExportContainerdResponse>, Status> {
+        if self.0.shutdown.is_cancelled() {
+            return Err(Status::unavailable("kilnd is shutting down"));
+        }
+        super::images::export_containerd(self.0.clone(), req.into_inner())
             .await
             .map(Response::new)
     }

@@ -10,7 +10,7 @@ use super::proto::{self, load_request::Msg};
 use super::service::Daemon;
 use crate::engine::images::ImageOpError;
 
-fn status(e: ImageOpError) -> Status {
+pub fn status(e: ImageOpError) -> Status {
     match e {
         ImageOpError::NotFound(_)
         | ImageOpError::Store(crate::store::images::ImageStoreError::NotFound(_)) => {
@@ -19,7 +19,10 @@ fn status(e: ImageOpError) -> Status {
         ImageOpError::Name(_) | ImageOpError::Archive(_) | ImageOpError::Empty => {
             Status::invalid_argument(e.to_string())
         }
-        ImageOpError::Store(_) | ImageOpError::Import(_) => Status::internal(e.to_string()),
+        ImageOpError::Store(_)
+        | ImageOpError::Import(_)
+        | ImageOpError::Content(_)
+        | ImageOpError::Save(_) => Status::internal(e.to_string()),
     }
 }
 

@@ -119,7 +119,9 @@ pub fn check(opts: &BuildOptions) -> Result<Vec<CheckWarning>, BuildError> {
     Ok(kiln_frontend::check(&req)?)
 }
 
-fn partial_path(dest: &Path) -> PathBuf {
+/// Where a file output is written until it is complete (then renamed to `dest`): beside it,
+/// so the rename stays on one filesystem.
+pub fn partial_path(dest: &Path) -> PathBuf {
     let mut name = dest
         .file_name()
         .map(|n| n.to_os_string())

@@ -27,6 +27,11 @@ pub enum ImageOpError {
     Empty,
     #[error("importing: {0}")]
     Import(String),
+    /// A stored manifest or config that cannot be read.
+    #[error("reading {0}")]
+    Content(String),
+    #[error("saving: {0}")]
+    Save(String),
 }
 
 /// One image `load` named (or only stored, when the archive gave it no name).

@@ -10,6 +10,7 @@ pub(crate) mod pull;
 pub mod push;
 mod push_early;
 mod resolver;
+pub mod views;
 
 pub use build::{BuildOptions, BuildOutcome};
 pub use lock::RootLock;
