@@ -217,7 +217,10 @@ pub fn runc_run(bundle: &Path, args: Option<&[&str]>) -> String {
         cfg["process"]["args"] = serde_json::json!(a);
     }
     std::fs::write(&cfg_path, serde_json::to_vec(&cfg).unwrap()).unwrap();
-    let id = format!("kiln-e2e-{}", std::process::id());
+    // Unique per call: tests of one binary run in parallel.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let id = format!("kiln-e2e-{}-{n}", std::process::id());
     let out = Command::new("runc")
         .args(["run", "--bundle", bundle.to_str().unwrap(), &id])
         .output()
