@@ -436,6 +436,9 @@ fn proxy_build_args_reach_run_but_not_the_cache_key_or_history() {
     // Another proxy: the step is a cache hit (the proxy is not part of what it built).
     let (_, err) = build("http://proxy-b.invalid:3128", "proxy-b");
     assert!(err.contains("CACHED"), "{err}");
+    // FROM is cached either way: what matters is that the RUN did not run again.
+    let (_, ran) = step_counts(&err);
+    assert_eq!(ran, 0, "{err}");
 }
 
 /// `--progress json`: one JSON object per progress event on stderr, for machines.
