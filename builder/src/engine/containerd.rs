@@ -13,7 +13,7 @@ use crate::export::containerd::{
     ImageBlobs, Opener,
 };
 use crate::export::image::{load_built, BuiltImage};
-use crate::export::layers::{lazy_source, write_lazy_layer, LayerError, LayerInfo};
+use crate::export::layers::{lazy_sources, write_lazy_layer, LayerError, LayerInfo};
 use crate::worker::snapshot::{SnapshotId, Snapshotter};
 
 #[derive(Debug, thiserror::Error)]
@@ -157,13 +157,7 @@ impl Engine {
             .collect();
         let snaps = self.snapshots.clone();
         let found = tokio::task::spawn_blocking(move || {
-            let mut found = Vec::new();
-            for d in digests {
-                if let Some((id, layer)) = lazy_source(snaps.as_ref(), &d)? {
-                    found.push((d, id, layer));
-                }
-            }
-            Ok::<_, LayerError>(found)
+            lazy_sources(snaps.as_ref(), &digests.iter().collect::<Vec<_>>())
         })
         .await
         .map_err(|e| LayerError {
@@ -172,7 +166,7 @@ impl Engine {
         })??;
         Ok(found
             .into_iter()
-            .map(|(d, id, layer)| (d, lazy_stream(self.snapshots.clone(), id, layer)))
+            .map(|(d, (id, layer))| (d, lazy_stream(self.snapshots.clone(), id, layer)))
             .collect())
     }
 }

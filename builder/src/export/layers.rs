@@ -284,10 +284,15 @@ pub fn materialize(
         .iter()
         .filter(|d| kiln_solver::llb::Digest::parse(d).is_some_and(|d| !content.has(&d)))
         .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let sources = lazy_sources(snapshots, &missing)?;
     for d in missing {
-        let Some((id, want)) = lazy_source(snapshots, d)? else {
+        let Some((id, want)) = sources.get(d.as_str()) else {
             continue;
         };
+        let id = *id;
         let lowers = diff_lowers(snapshots, id)?;
         let opts = LayerOptions {
             compression: Compression::None,
@@ -312,21 +317,31 @@ pub fn materialize(
     Ok(())
 }
 
-/// The snapshot whose (uncompressed, not stored) layer is `digest`, with that layer, if any.
-pub fn lazy_source(
+/// The snapshots whose (uncompressed, not stored) layers are `digests`, with those layers,
+/// by digest: one pass over the snapshots' memos, whatever the number of digests.
+pub fn lazy_sources(
     snapshots: &dyn Snapshotter,
-    digest: &str,
-) -> Result<Option<(SnapshotId, LayerInfo)>, LayerError> {
+    digests: &[&String],
+) -> Result<std::collections::HashMap<String, (SnapshotId, LayerInfo)>, LayerError> {
+    let mut found = std::collections::HashMap::new();
+    if digests.is_empty() {
+        return Ok(found);
+    }
     let all = snapshots.list().map_err(|x| LayerError {
         id: 0,
         msg: x.to_string(),
     })?;
-    Ok(all.into_iter().find_map(|info| {
-        memo(snapshots, info.id)
-            .into_iter()
-            .find(|l| l.lazy && l.digest == digest)
-            .map(|l| (info.id, l))
-    }))
+    for info in all {
+        for l in memo(snapshots, info.id) {
+            if l.lazy && digests.contains(&&l.digest) {
+                found.entry(l.digest.clone()).or_insert((info.id, l));
+            }
+        }
+        if found.len() == digests.len() {
+            break;
+        }
+    }
+    Ok(found)
 }
 
 /// Streams snapshot `id`'s lazy layer `want` into `out`, made again from the snapshot; fails
