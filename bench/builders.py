@@ -28,6 +28,16 @@ def run_logged(argv, log, env=None, timeout=1800):
         raise BuildError("%s exited %d; log %s:\n%s" % (argv[0], rc, log, tail))
 
 
+def stop_daemon(proc):
+    """SIGTERM to a daemon we started (a clean stop), SIGKILL if it takes over 30 s."""
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 class Kiln:
     name = "kiln"
 
@@ -107,12 +117,7 @@ class KilnDaemon:
         run_logged(argv + [ctx], self.log)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_daemon(self.proc)
 
 
 class Docker:
@@ -163,12 +168,7 @@ class Docker:
         run_logged(argv + [ctx], self.log, env=self.env)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_daemon(self.proc)
 
 
 class Buildah:
