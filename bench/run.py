@@ -128,29 +128,24 @@ def print_table(rows, results, kiln_rss_kb):
     names = [r[0] for r in rows]
     cols = list(results)
     width = max(len(n) for n in names) + 2
+    # (column title, width, builder on top) for each ratio against docker shown.
+    ratios = []
+    if "docker" in results:
+        ratios.append(("kiln/docker", 14, "kiln"))
+        if "kiln-daemon" in results:
+            ratios.append(("daemon/docker", 16, "kiln-daemon"))
     head = "%-*s" % (width, "workload (median)") + "".join("%12s" % c for c in cols)
-    has_docker = "docker" in results
-    has_daemon = has_docker and "kiln-daemon" in results
-    if has_docker:
-        head += "%14s" % "kiln/docker"
-    if has_daemon:
-        head += "%16s" % "daemon/docker"
+    head += "".join("%*s" % (w, title) for title, w, _ in ratios)
     print("\n" + head)
     print("-" * len(head))
     for n in names:
         line = "%-*s" % (width, n) + "".join("%12s" % fmt(results[c].get(n)) for c in cols)
-        if has_docker:
-            k, d = results["kiln"].get(n), results["docker"].get(n)
+        for _, w, who in ratios:
+            k, d = results[who].get(n), results["docker"].get(n)
             ratio = "-"
             if isinstance(k, list) and isinstance(d, list):
                 ratio = "%.2f" % (statistics.median(k) / statistics.median(d))
-            line += "%14s" % ratio
-        if has_daemon:
-            k, d = results["kiln-daemon"].get(n), results["docker"].get(n)
-            ratio = "-"
-            if isinstance(k, list) and isinstance(d, list):
-                ratio = "%.2f" % (statistics.median(k) / statistics.median(d))
-            line += "%16s" % ratio
+            line += "%*s" % (w, ratio)
         print(line)
     print("\nkiln peak RSS: %.1f MiB" % (kiln_rss_kb / 1024.0) if kiln_rss_kb else "\nkiln peak RSS: n/a")
 
