@@ -29,7 +29,6 @@ pub struct RuncExecutor {
     binary: String,
     state_root: PathBuf,
     bundles: PathBuf,
-    counter: AtomicU64,
 }
 
 impl RuncExecutor {
@@ -44,7 +43,6 @@ impl RuncExecutor {
             binary: binary.into(),
             state_root: state_root.into(),
             bundles: bundle_base.into(),
-            counter: AtomicU64::new(0),
         }
     }
 
@@ -55,7 +53,11 @@ impl RuncExecutor {
     /// Container ids carry the owning process' identity so that `cleanup_stale` of another
     /// live kiln process leaves them alone.
     fn next_id(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        // Process-wide, not per executor: runc names the container's cgroup after its id
+        // whatever its --root, so two executors of one process (tests, several engines) must
+        // never hand out the same id — a container ending would kill the other's processes.
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         format!("{ID_PREFIX}{}-{n}", Owner::current().tag())
     }
 
